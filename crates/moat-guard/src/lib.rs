@@ -1,0 +1,1 @@
+//! moat-guard: the resource-server library for MCP servers protected by Moat.

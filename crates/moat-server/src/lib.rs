@@ -1,0 +1,1 @@
+//! Moat authorization server library.

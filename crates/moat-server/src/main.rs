@@ -1,0 +1,2 @@
+//! The `moat` binary.
+fn main() {}

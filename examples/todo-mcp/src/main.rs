@@ -1,0 +1,2 @@
+//! todo-mcp: a sample MCP server protected by moat-guard.
+fn main() {}

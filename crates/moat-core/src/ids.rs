@@ -175,7 +175,10 @@ mod tests {
         assert!(ResourceId::parse("res_").is_none());
         assert!(ResourceId::parse("res_ABCDEFGHJKMNPQRSTVWX").is_none());
         assert!(ResourceId::parse("res_0123456789abcdefghjkm").is_none());
-        assert!(ResourceId::parse("res_0123456789abcdefghij").is_none(), "i is not in the alphabet");
+        assert!(
+            ResourceId::parse("res_0123456789abcdefghij").is_none(),
+            "i is not in the alphabet"
+        );
     }
 
     #[test]
@@ -191,7 +194,11 @@ mod tests {
         assert!(ClientId::parse("").is_none());
         assert!(ClientId::parse("a b").is_none());
         assert!(ClientId::parse(&"a".repeat(513)).is_none());
-        assert!(ClientId::parse("https://app.example.com/client.json").unwrap().is_url());
+        assert!(
+            ClientId::parse("https://app.example.com/client.json")
+                .unwrap()
+                .is_url()
+        );
         assert!(!ClientId::generate().is_url());
     }
 }

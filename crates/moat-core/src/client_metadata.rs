@@ -36,22 +36,10 @@ pub const MAX_METADATA_LEN: usize = 32 * 1024;
 
 /// RFC 7591 §2 fields whose value is an absolute http(s) URL. The first four may also carry
 /// language-tagged variants (`client_uri#fr`, RFC 7591 §2.2).
-const URL_FIELDS: [&str; 5] = [
-    "client_uri",
-    "logo_uri",
-    "tos_uri",
-    "policy_uri",
-    "jwks_uri",
-];
+const URL_FIELDS: [&str; 5] = ["client_uri", "logo_uri", "tos_uri", "policy_uri", "jwks_uri"];
 
 /// Human-readable fields that may be internationalised (RFC 7591 §2.2).
-const LOCALIZABLE_FIELDS: [&str; 5] = [
-    "client_name",
-    "client_uri",
-    "logo_uri",
-    "tos_uri",
-    "policy_uri",
-];
+const LOCALIZABLE_FIELDS: [&str; 5] = ["client_name", "client_uri", "logo_uri", "tos_uri", "policy_uri"];
 
 /// Every field name this module interprets. A JSON `null` for one of them is treated as absent
 /// (some client libraries serialise unset optional fields as `null`).
@@ -84,12 +72,8 @@ const KNOWN_FIELDS: [&str; 23] = [
 /// Values the server assigns in its response (RFC 7591 §3.2.1, RFC 7592 §3). A client that
 /// sends them (some replay a previous response) has them dropped, not stored: the server's own
 /// values replace them in the response.
-const SERVER_ASSIGNED: [&str; 4] = [
-    "client_id_issued_at",
-    "client_secret_expires_at",
-    "registration_access_token",
-    "registration_client_uri",
-];
+const SERVER_ASSIGNED: [&str; 4] =
+    ["client_id_issued_at", "client_secret_expires_at", "registration_access_token", "registration_client_uri"];
 
 /// JWK members that carry private or symmetric key material (RFC 7518 §6.2.2, §6.3.2, §6.4.1;
 /// RFC 8037 §2). A client's registered keys are public keys; anything else is a leaked secret.
@@ -127,23 +111,15 @@ fn is_bidi_control(c: char) -> bool {
 
 /// `Some(&str)` when `key` is present, `None` when absent; a non-string, an over-long string
 /// or one with control characters is `invalid_client_metadata`. `max` counts characters.
-fn opt_str<'a>(
-    meta: &'a Map<String, Value>,
-    key: &str,
-    max: usize,
-) -> Result<Option<&'a str>, OAuthError> {
+fn opt_str<'a>(meta: &'a Map<String, Value>, key: &str, max: usize) -> Result<Option<&'a str>, OAuthError> {
     match meta.get(key) {
         None => Ok(None),
         Some(Value::String(s)) => {
             if s.chars().count() > max {
-                return Err(meta_err(format!(
-                    "{key} is too long (at most {max} characters)"
-                )));
+                return Err(meta_err(format!("{key} is too long (at most {max} characters)")));
             }
             if s.chars().any(|c| c.is_control() || is_bidi_control(c)) {
-                return Err(meta_err(format!(
-                    "{key} must not contain control characters"
-                )));
+                return Err(meta_err(format!("{key} must not contain control characters")));
             }
             Ok(Some(s))
         }
@@ -152,18 +128,12 @@ fn opt_str<'a>(
 }
 
 /// An optional array of strings.
-fn opt_str_array<'a>(
-    meta: &'a Map<String, Value>,
-    key: &str,
-) -> Result<Option<Vec<&'a str>>, OAuthError> {
+fn opt_str_array<'a>(meta: &'a Map<String, Value>, key: &str) -> Result<Option<Vec<&'a str>>, OAuthError> {
     match meta.get(key) {
         None => Ok(None),
         Some(Value::Array(items)) => items
             .iter()
-            .map(|v| {
-                v.as_str()
-                    .ok_or_else(|| meta_err(format!("{key} must be an array of strings")))
-            })
+            .map(|v| v.as_str().ok_or_else(|| meta_err(format!("{key} must be an array of strings"))))
             .collect::<Result<Vec<_>, _>>()
             .map(Some),
         Some(_) => Err(meta_err(format!("{key} must be an array of strings"))),
@@ -190,17 +160,12 @@ fn validate_redirect_uris(meta: &Map<String, Value>) -> Result<Vec<String>, OAut
         return Err(bad("redirect_uris must contain at least one redirect URI"));
     }
     if items.len() > MAX_REDIRECT_URIS {
-        return Err(bad(format!(
-            "too many redirect_uris (at most {MAX_REDIRECT_URIS})"
-        )));
+        return Err(bad(format!("too many redirect_uris (at most {MAX_REDIRECT_URIS})")));
     }
     let mut out: Vec<String> = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
-        let uri = item
-            .as_str()
-            .ok_or_else(|| bad("redirect_uris must be an array of strings"))?;
-        redirect::validate_redirect_uri(uri)
-            .map_err(|e| bad(format!("redirect_uris[{i}]: {e}")))?;
+        let uri = item.as_str().ok_or_else(|| bad("redirect_uris must be an array of strings"))?;
+        redirect::validate_redirect_uri(uri).map_err(|e| bad(format!("redirect_uris[{i}]: {e}")))?;
         if !out.iter().any(|u| u == uri) {
             out.push(uri.to_owned());
         }
@@ -217,9 +182,9 @@ fn validate_auth_method(meta: &Map<String, Value>) -> Result<AuthMethod, OAuthEr
         return Ok(AuthMethod::None);
     };
     match AuthMethod::parse(s) {
-        Some(AuthMethod::PrivateKeyJwt) => Err(meta_err(
-            "token_endpoint_auth_method private_key_jwt is not supported for dynamic registration",
-        )),
+        Some(AuthMethod::PrivateKeyJwt) => {
+            Err(meta_err("token_endpoint_auth_method private_key_jwt is not supported for dynamic registration"))
+        }
         Some(m) => Ok(m),
         None => Err(meta_err(
             "unsupported token_endpoint_auth_method (supported: none, client_secret_basic, client_secret_post)",
@@ -242,11 +207,16 @@ fn validate_grant_types(meta: &Map<String, Value>) -> Result<Vec<GrantType>, OAu
             Some(GrantType::AuthorizationCode) => code = true,
             Some(GrantType::RefreshToken) => refresh = true,
             Some(GrantType::ClientCredentials) => {
-                return Err(meta_err(
-                    "grant type client_credentials is not allowed for dynamic registration",
-                ));
+                return Err(meta_err("grant type client_credentials is not allowed for dynamic registration"));
             }
-            None => return Err(meta_err(format!("unsupported grant type: {g}"))),
+            // OAuth 2.1 removed these; a client asking for them is misconfigured.
+            None if g == "implicit" || g == "password" => {
+                return Err(meta_err(format!("unsupported grant type: {g}")));
+            }
+            // Other grant types (e.g. VS Code's device_code) are dropped rather than refused:
+            // RFC 7591 §3.2.1 lets the server replace requested metadata, and the echoed
+            // registration tells the client what it actually got.
+            None => {}
         }
     }
     // RFC 7591 §2.1: `response_types` is `code`, so `grant_types` must include its grant.
@@ -276,9 +246,7 @@ fn validate_response_types(meta: &Map<String, Value>) -> Result<(), OAuthError> 
 fn validate_url_field(meta: &Map<String, Value>, key: &str) -> Result<(), OAuthError> {
     if let Some(s) = opt_str(meta, key, MAX_URL_LEN)? {
         crate::url::canonical_resource(s).map_err(|_| {
-            meta_err(format!(
-                "{key} must be an absolute http(s) URL without user information or fragment"
-            ))
+            meta_err(format!("{key} must be an absolute http(s) URL without user information or fragment"))
         })?;
     }
     Ok(())
@@ -287,10 +255,7 @@ fn validate_url_field(meta: &Map<String, Value>, key: &str) -> Result<(), OAuthE
 /// `client_name`: trimmed, 1..=200 characters without control or bidi characters; defaults to
 /// the host (or private-use scheme) of the first redirect URI, which is what the consent page
 /// can honestly say about an anonymous client.
-fn validate_client_name(
-    meta: &Map<String, Value>,
-    first_redirect: &str,
-) -> Result<String, OAuthError> {
+fn validate_client_name(meta: &Map<String, Value>, first_redirect: &str) -> Result<String, OAuthError> {
     if let Some(name) = opt_str(meta, "client_name", MAX_CLIENT_NAME_LEN)? {
         let name = name.trim();
         if !name.is_empty() {
@@ -307,8 +272,7 @@ fn validate_scope(meta: &Map<String, Value>) -> Result<Option<String>, OAuthErro
     let Some(s) = opt_str(meta, "scope", MAX_SCOPE_LEN)? else {
         return Ok(None);
     };
-    let tokens =
-        scope::parse_scope_param(s).map_err(|e| meta_err(format!("scope: {}", e.description)))?;
+    let tokens = scope::parse_scope_param(s).map_err(|e| meta_err(format!("scope: {}", e.description)))?;
     Ok((!tokens.is_empty()).then(|| scope::join(&tokens)))
 }
 
@@ -319,19 +283,14 @@ fn validate_contacts(meta: &Map<String, Value>) -> Result<(), OAuthError> {
         return Ok(());
     };
     if items.len() > MAX_CONTACTS {
-        return Err(meta_err(format!(
-            "too many contacts (at most {MAX_CONTACTS})"
-        )));
+        return Err(meta_err(format!("too many contacts (at most {MAX_CONTACTS})")));
     }
     for c in items {
         if c.is_empty()
             || c.chars().count() > MAX_CONTACT_LEN
-            || c.chars()
-                .any(|ch| ch.is_control() || ch.is_whitespace() || is_bidi_control(ch))
+            || c.chars().any(|ch| ch.is_control() || ch.is_whitespace() || is_bidi_control(ch))
         {
-            return Err(meta_err(
-                "contacts entries must be non-empty e-mail addresses",
-            ));
+            return Err(meta_err("contacts entries must be non-empty e-mail addresses"));
         }
     }
     Ok(())
@@ -352,18 +311,12 @@ fn validate_jwks(meta: &Map<String, Value>) -> Result<(), OAuthError> {
         .and_then(Value::as_array)
         .ok_or_else(|| meta_err("jwks must be a JWK Set object with a keys array"))?;
     if keys.len() > MAX_JWKS_KEYS {
-        return Err(meta_err(format!(
-            "too many keys in jwks (at most {MAX_JWKS_KEYS})"
-        )));
+        return Err(meta_err(format!("too many keys in jwks (at most {MAX_JWKS_KEYS})")));
     }
     for key in keys {
-        let key = key
-            .as_object()
-            .ok_or_else(|| meta_err("jwks keys must be JSON objects"))?;
+        let key = key.as_object().ok_or_else(|| meta_err("jwks keys must be JSON objects"))?;
         if PRIVATE_JWK_MEMBERS.iter().any(|m| key.contains_key(*m)) {
-            return Err(meta_err(
-                "jwks must not contain private or symmetric key material",
-            ));
+            return Err(meta_err("jwks must not contain private or symmetric key material"));
         }
     }
     Ok(())
@@ -417,12 +370,8 @@ fn validate_localized(meta: &Map<String, Value>) -> Result<(), OAuthError> {
 /// - `jwks` must be a JWK Set without private key material and excludes `jwks_uri`.
 /// - A `null` value of a known field counts as absent.
 /// - The normalised metadata must fit in [`MAX_METADATA_LEN`] bytes of canonical JSON.
-pub fn validate_registration(
-    body: &serde_json::Value,
-) -> Result<ValidatedRegistration, OAuthError> {
-    let request = body
-        .as_object()
-        .ok_or_else(|| meta_err("registration request must be a JSON object"))?;
+pub fn validate_registration(body: &serde_json::Value) -> Result<ValidatedRegistration, OAuthError> {
+    let request = body.as_object().ok_or_else(|| meta_err("registration request must be a JSON object"))?;
 
     let mut meta: Map<String, Value> = request
         .iter()
@@ -432,9 +381,7 @@ pub fn validate_registration(
 
     for field in ["client_id", "client_secret"] {
         if meta.contains_key(field) {
-            return Err(meta_err(format!(
-                "{field} is assigned by the server and must not be sent"
-            )));
+            return Err(meta_err(format!("{field} is assigned by the server and must not be sent")));
         }
     }
     for field in SERVER_ASSIGNED.iter().chain(["software_statement"].iter()) {
@@ -460,33 +407,16 @@ pub fn validate_registration(
     {
         return Err(meta_err("application_type must be web or native"));
     }
-    let first_redirect = redirect_uris
-        .first()
-        .map(String::as_str)
-        .unwrap_or_default();
+    let first_redirect = redirect_uris.first().map(String::as_str).unwrap_or_default();
     let client_name = validate_client_name(&meta, first_redirect)?;
 
-    meta.insert(
-        "redirect_uris".into(),
-        Value::Array(redirect_uris.iter().cloned().map(Value::String).collect()),
-    );
+    meta.insert("redirect_uris".into(), Value::Array(redirect_uris.iter().cloned().map(Value::String).collect()));
     meta.insert(
         "grant_types".into(),
-        Value::Array(
-            grant_types
-                .iter()
-                .map(|g| Value::String(g.as_str().into()))
-                .collect(),
-        ),
+        Value::Array(grant_types.iter().map(|g| Value::String(g.as_str().into())).collect()),
     );
-    meta.insert(
-        "response_types".into(),
-        Value::Array(vec![Value::String("code".into())]),
-    );
-    meta.insert(
-        "token_endpoint_auth_method".into(),
-        Value::String(auth_method.as_str().into()),
-    );
+    meta.insert("response_types".into(), Value::Array(vec![Value::String("code".into())]));
+    meta.insert("token_endpoint_auth_method".into(), Value::String(auth_method.as_str().into()));
     meta.insert("client_name".into(), Value::String(client_name.clone()));
     match &scope {
         Some(s) => meta.insert("scope".into(), Value::String(s.clone())),
@@ -495,9 +425,7 @@ pub fn validate_registration(
 
     let canonical = canonical_json(&Value::Object(meta.clone()));
     if canonical.len() > MAX_METADATA_LEN {
-        return Err(meta_err(format!(
-            "registration metadata is too large (at most {MAX_METADATA_LEN} bytes)"
-        )));
+        return Err(meta_err(format!("registration metadata is too large (at most {MAX_METADATA_LEN} bytes)")));
     }
     let fingerprint = hex(digest::digest(&digest::SHA256, canonical.as_bytes()).as_ref());
 
@@ -584,10 +512,7 @@ mod tests {
     fn minimal_registration_gets_defaults() {
         let r = ok(json!({"redirect_uris": ["http://localhost:3334/oauth/callback"]}));
         assert_eq!(r.client_name, "localhost");
-        assert_eq!(
-            r.redirect_uris,
-            vec!["http://localhost:3334/oauth/callback"]
-        );
+        assert_eq!(r.redirect_uris, vec!["http://localhost:3334/oauth/callback"]);
         assert_eq!(r.grant_types, vec![GrantType::AuthorizationCode]);
         assert_eq!(r.auth_method, AuthMethod::None);
         assert_eq!(r.scope, None);
@@ -602,11 +527,7 @@ mod tests {
             })
         );
         assert_eq!(r.fingerprint.len(), 64);
-        assert!(
-            r.fingerprint
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        );
+        assert!(r.fingerprint.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
     }
 
     #[test]
@@ -628,10 +549,7 @@ mod tests {
             "scope": "todo:read todo:write"
         }));
         assert_eq!(r.client_name, "Visual Studio Code");
-        assert_eq!(
-            r.grant_types,
-            vec![GrantType::AuthorizationCode, GrantType::RefreshToken]
-        );
+        assert_eq!(r.grant_types, vec![GrantType::AuthorizationCode, GrantType::RefreshToken]);
         assert_eq!(r.scope.as_deref(), Some("todo:read todo:write"));
         assert_eq!(r.metadata["application_type"], "native");
         assert_eq!(r.metadata["client_uri"], "https://code.visualstudio.com");
@@ -646,16 +564,10 @@ mod tests {
             "x_vendor_extension": {"nested": [1, 2, 3]}
         }));
         assert_eq!(r.auth_method, AuthMethod::ClientSecretPost);
-        assert_eq!(
-            r.metadata["grant_types"],
-            json!(["authorization_code", "refresh_token"])
-        );
+        assert_eq!(r.metadata["grant_types"], json!(["authorization_code", "refresh_token"]));
         assert_eq!(r.metadata["software_id"], "com.anthropic.claude");
         // Unknown fields are kept verbatim.
-        assert_eq!(
-            r.metadata["x_vendor_extension"],
-            json!({"nested": [1, 2, 3]})
-        );
+        assert_eq!(r.metadata["x_vendor_extension"], json!({"nested": [1, 2, 3]}));
 
         let r = ok(json!({
             "redirect_uris": ["com.example.app:/oauth2redirect"],
@@ -675,10 +587,19 @@ mod tests {
         assert_eq!(name("http://[::1]:8/cb"), "[::1]");
         assert_eq!(name("com.example.app:/cb"), "com.example.app");
         assert_eq!(
-            ok(json!({"redirect_uris": ["https://a.example/cb"], "client_name": "   "}))
-                .client_name,
+            ok(json!({"redirect_uris": ["https://a.example/cb"], "client_name": "   "})).client_name,
             "a.example"
         );
+    }
+
+    #[test]
+    fn unknown_grant_types_are_dropped_not_refused() {
+        let r = ok(json!({
+            "redirect_uris": ["http://127.0.0.1/cb"],
+            "grant_types": ["authorization_code", "refresh_token", "urn:ietf:params:oauth:grant-type:device_code"],
+        }));
+        assert_eq!(r.grant_types, vec![GrantType::AuthorizationCode, GrantType::RefreshToken]);
+        assert_eq!(r.metadata["grant_types"], json!(["authorization_code", "refresh_token"]));
     }
 
     #[test]
@@ -693,33 +614,20 @@ mod tests {
             json!({"redirect_uris": ["https://a.example/cb", "http://evil.example/cb"]}),
             json!({"redirect_uris": ["https://a.example/cb#frag"]}),
             json!({"redirect_uris": ["https://user@a.example/cb"]}),
-            json!({"redirect_uris": ["myapp://cb"]}),
+            json!({"redirect_uris": ["intent://cb"]}),
             json!({"redirect_uris": ["/relative"]}),
             json!({"redirect_uris": [format!("https://a.example/{}", "x".repeat(2000))]}),
             json!({"redirect_uris": (0..=MAX_REDIRECT_URIS).map(|i| format!("https://a.example/{i}")).collect::<Vec<_>>()}),
             json!({"redirect_uris": null}),
         ];
         for body in cases {
-            assert_eq!(
-                err(body.clone()).code,
-                OAuthErrorCode::InvalidRedirectUri,
-                "{body}"
-            );
+            assert_eq!(err(body.clone()).code, OAuthErrorCode::InvalidRedirectUri, "{body}");
         }
         let e = err(json!({"redirect_uris": ["https://a.example/cb", "data:text/html,x"]}));
-        assert!(
-            e.description.contains("redirect_uris[1]"),
-            "{}",
-            e.description
-        );
+        assert!(e.description.contains("redirect_uris[1]"), "{}", e.description);
         // Twenty is fine, and duplicates are removed.
-        let twenty: Vec<String> = (0..MAX_REDIRECT_URIS)
-            .map(|i| format!("https://a.example/{i}"))
-            .collect();
-        assert_eq!(
-            ok(json!({"redirect_uris": twenty})).redirect_uris.len(),
-            MAX_REDIRECT_URIS
-        );
+        let twenty: Vec<String> = (0..MAX_REDIRECT_URIS).map(|i| format!("https://a.example/{i}")).collect();
+        assert_eq!(ok(json!({"redirect_uris": twenty})).redirect_uris.len(), MAX_REDIRECT_URIS);
         let r = ok(json!({"redirect_uris": ["https://a.example/cb", "https://a.example/cb"]}));
         assert_eq!(r.redirect_uris, vec!["https://a.example/cb"]);
         assert_eq!(r.metadata["redirect_uris"], json!(["https://a.example/cb"]));
@@ -740,157 +648,57 @@ mod tests {
             (Value::Null, "JSON object"),
             (with("client_id", json!("mine")), "client_id"),
             (with("client_secret", json!("s3cret")), "client_secret"),
-            (
-                with("token_endpoint_auth_method", json!("private_key_jwt")),
-                "not supported for dynamic registration",
-            ),
-            (
-                with("token_endpoint_auth_method", json!("client_secret_jwt")),
-                "unsupported token_endpoint_auth_method",
-            ),
-            (
-                with("token_endpoint_auth_method", json!("NONE")),
-                "unsupported token_endpoint_auth_method",
-            ),
-            (
-                with("token_endpoint_auth_method", json!(1)),
-                "must be a string",
-            ),
-            (
-                with("grant_types", json!(["client_credentials"])),
-                "client_credentials",
-            ),
-            (
-                with(
-                    "grant_types",
-                    json!(["authorization_code", "client_credentials"]),
-                ),
-                "client_credentials",
-            ),
-            (
-                with("grant_types", json!(["implicit"])),
-                "unsupported grant type",
-            ),
-            (
-                with("grant_types", json!(["password"])),
-                "unsupported grant type",
-            ),
-            (
-                with("grant_types", json!(["refresh_token"])),
-                "must include authorization_code",
-            ),
-            (
-                with("grant_types", json!([])),
-                "must include authorization_code",
-            ),
-            (
-                with("grant_types", json!("authorization_code")),
-                "array of strings",
-            ),
+            (with("token_endpoint_auth_method", json!("private_key_jwt")), "not supported for dynamic registration"),
+            (with("token_endpoint_auth_method", json!("client_secret_jwt")), "unsupported token_endpoint_auth_method"),
+            (with("token_endpoint_auth_method", json!("NONE")), "unsupported token_endpoint_auth_method"),
+            (with("token_endpoint_auth_method", json!(1)), "must be a string"),
+            (with("grant_types", json!(["client_credentials"])), "client_credentials"),
+            (with("grant_types", json!(["authorization_code", "client_credentials"])), "client_credentials"),
+            (with("grant_types", json!(["implicit"])), "unsupported grant type"),
+            (with("grant_types", json!(["password"])), "unsupported grant type"),
+            (with("grant_types", json!(["refresh_token"])), "must include authorization_code"),
+            (with("grant_types", json!([])), "must include authorization_code"),
+            (with("grant_types", json!("authorization_code")), "array of strings"),
             (with("grant_types", json!([1])), "array of strings"),
             (with("response_types", json!(["token"])), "response_types"),
-            (
-                with("response_types", json!(["code", "id_token"])),
-                "response_types",
-            ),
+            (with("response_types", json!(["code", "id_token"])), "response_types"),
             (with("response_types", json!([])), "response_types"),
             (with("response_types", json!("code")), "array of strings"),
             (with("client_name", json!(42)), "must be a string"),
-            (
-                with("client_name", long(MAX_CLIENT_NAME_LEN + 1)),
-                "too long",
-            ),
-            (
-                with("client_name", json!("Good\nApp")),
-                "control characters",
-            ),
-            (
-                with("client_name", json!("evil\u{202e}ppa")),
-                "control characters",
-            ),
-            (
-                with("client_uri", json!("javascript:alert(1)")),
-                "client_uri",
-            ),
+            (with("client_name", long(MAX_CLIENT_NAME_LEN + 1)), "too long"),
+            (with("client_name", json!("Good\nApp")), "control characters"),
+            (with("client_name", json!("evil\u{202e}ppa")), "control characters"),
+            (with("client_uri", json!("javascript:alert(1)")), "client_uri"),
             (with("client_uri", json!("not a url")), "client_uri"),
-            (
-                with("client_uri", json!("https://a@b.example")),
-                "client_uri",
-            ),
+            (with("client_uri", json!("https://a@b.example")), "client_uri"),
             (with("logo_uri", json!("file:///etc/passwd")), "logo_uri"),
-            (
-                with("logo_uri", json!(["https://a.example/l.png"])),
-                "must be a string",
-            ),
+            (with("logo_uri", json!(["https://a.example/l.png"])), "must be a string"),
             (with("tos_uri", json!("ftp://a.example/tos")), "tos_uri"),
-            (
-                with("policy_uri", json!("https://a.example/p#x")),
-                "policy_uri",
-            ),
-            (
-                with("jwks_uri", json!("https://a.example/\tjwks")),
-                "jwks_uri",
-            ),
-            (
-                with(
-                    "client_uri",
-                    Value::String(format!("https://a.example/{}", "x".repeat(2000))),
-                ),
-                "too long",
-            ),
-            (
-                with("client_uri#fr", json!("javascript:x")),
-                "client_uri#fr",
-            ),
+            (with("policy_uri", json!("https://a.example/p#x")), "policy_uri"),
+            (with("jwks_uri", json!("https://a.example/\tjwks")), "jwks_uri"),
+            (with("client_uri", Value::String(format!("https://a.example/{}", "x".repeat(2000)))), "too long"),
+            (with("client_uri#fr", json!("javascript:x")), "client_uri#fr"),
             (with("client_name#", json!("x")), "language tag"),
             (with("client_name#fr", json!(1)), "must be a string"),
             (with("scope", json!(["a"])), "must be a string"),
             (with("scope", json!("a\tb")), "scope"),
             (with("scope", long(MAX_SCOPE_LEN + 1)), "too long"),
-            (
-                with("contacts", json!("ops@example.com")),
-                "array of strings",
-            ),
+            (with("contacts", json!("ops@example.com")), "array of strings"),
             (with("contacts", json!([""])), "contacts"),
             (with("contacts", json!(["a b@example.com"])), "contacts"),
             (
-                with(
-                    "contacts",
-                    json!(
-                        (0..=MAX_CONTACTS)
-                            .map(|i| format!("{i}@x.example"))
-                            .collect::<Vec<_>>()
-                    ),
-                ),
+                with("contacts", json!((0..=MAX_CONTACTS).map(|i| format!("{i}@x.example")).collect::<Vec<_>>())),
                 "too many contacts",
             ),
             (with("jwks", json!("keys")), "JWK Set"),
             (with("jwks", json!({"keys": "x"})), "JWK Set"),
             (with("jwks", json!({"keys": [1]})), "JSON objects"),
-            (
-                with("jwks", json!({"keys": [{"kty": "oct", "k": "c2VjcmV0"}]})),
-                "private",
-            ),
-            (
-                with(
-                    "jwks",
-                    json!({"keys": [{"kty": "EC", "crv": "P-256", "x": "a", "y": "b", "d": "c"}]}),
-                ),
-                "private",
-            ),
+            (with("jwks", json!({"keys": [{"kty": "oct", "k": "c2VjcmV0"}]})), "private"),
+            (with("jwks", json!({"keys": [{"kty": "EC", "crv": "P-256", "x": "a", "y": "b", "d": "c"}]})), "private"),
             (with("software_id", json!(7)), "must be a string"),
-            (
-                with("software_version", long(MAX_SOFTWARE_FIELD_LEN + 1)),
-                "too long",
-            ),
-            (
-                with("application_type", json!("browser")),
-                "application_type",
-            ),
-            (
-                with("application_type", json!("Native")),
-                "application_type",
-            ),
+            (with("software_version", long(MAX_SOFTWARE_FIELD_LEN + 1)), "too long"),
+            (with("application_type", json!("browser")), "application_type"),
+            (with("application_type", json!("Native")), "application_type"),
             (with("application_type", json!(true)), "must be a string"),
         ];
         for (body, needle) in cases {
@@ -987,10 +795,7 @@ mod tests {
     #[test]
     fn canonical_json_sorts_keys_recursively() {
         let v = json!({"b": [{"z": 1, "y": "\"q\""}], "a": null, "é": 1.5});
-        assert_eq!(
-            canonical_json(&v),
-            r#"{"a":null,"b":[{"y":"\"q\"","z":1}],"é":1.5}"#
-        );
+        assert_eq!(canonical_json(&v), r#"{"a":null,"b":[{"y":"\"q\"","z":1}],"é":1.5}"#);
         // Canonical JSON is valid JSON that round-trips to the same value.
         let back: Value = serde_json::from_str(&canonical_json(&v)).unwrap();
         assert_eq!(back, v);

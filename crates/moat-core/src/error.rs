@@ -89,10 +89,7 @@ pub struct OAuthError {
 
 impl OAuthError {
     pub fn new(code: OAuthErrorCode, description: impl Into<String>) -> Self {
-        Self {
-            code,
-            description: sanitize_description(&description.into()),
-        }
+        Self { code, description: sanitize_description(&description.into()) }
     }
 
     pub fn invalid_request(description: impl Into<String>) -> Self {

@@ -41,8 +41,7 @@ pub fn random_id(prefix: &str) -> String {
 }
 
 fn is_id_with_prefix(s: &str, prefix: &str) -> bool {
-    s.strip_prefix(prefix)
-        .is_some_and(|rest| rest.len() == 20 && rest.bytes().all(|b| ALPHABET.contains(&b)))
+    s.strip_prefix(prefix).is_some_and(|rest| rest.len() == 20 && rest.bytes().all(|b| ALPHABET.contains(&b)))
 }
 
 macro_rules! prefixed_id {
@@ -175,10 +174,7 @@ mod tests {
         assert!(ResourceId::parse("res_").is_none());
         assert!(ResourceId::parse("res_ABCDEFGHJKMNPQRSTVWX").is_none());
         assert!(ResourceId::parse("res_0123456789abcdefghjkm").is_none());
-        assert!(
-            ResourceId::parse("res_0123456789abcdefghij").is_none(),
-            "i is not in the alphabet"
-        );
+        assert!(ResourceId::parse("res_0123456789abcdefghij").is_none(), "i is not in the alphabet");
     }
 
     #[test]
@@ -194,11 +190,7 @@ mod tests {
         assert!(ClientId::parse("").is_none());
         assert!(ClientId::parse("a b").is_none());
         assert!(ClientId::parse(&"a".repeat(513)).is_none());
-        assert!(
-            ClientId::parse("https://app.example.com/client.json")
-                .unwrap()
-                .is_url()
-        );
+        assert!(ClientId::parse("https://app.example.com/client.json").unwrap().is_url());
         assert!(!ClientId::generate().is_url());
     }
 }

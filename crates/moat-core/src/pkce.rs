@@ -47,9 +47,7 @@ pub fn is_valid_verifier(v: &str) -> bool {
 pub fn is_valid_challenge(c: &str) -> bool {
     c.len() == CHALLENGE_LEN
         && c.bytes().all(is_base64url)
-        && URL_SAFE_NO_PAD
-            .decode(c)
-            .is_ok_and(|bytes| bytes.len() == 32)
+        && URL_SAFE_NO_PAD.decode(c).is_ok_and(|bytes| bytes.len() == 32)
 }
 
 /// `BASE64URL(SHA256(ASCII(verifier)))` (RFC 7636 §4.2).
@@ -77,34 +75,23 @@ pub fn verify_s256(verifier: &str, challenge: &str) -> bool {
 /// An empty parameter counts as missing. RFC 7636 §4.3 would default a missing method to
 /// `plain`, which OAuth 2.1 forbids, so a missing method is an error rather than a default.
 /// Method names are case-sensitive (RFC 7636 §4.2 defines exactly `S256`).
-pub fn check_authorization_params(
-    challenge: Option<&str>,
-    method: Option<&str>,
-) -> Result<String, OAuthError> {
+pub fn check_authorization_params(challenge: Option<&str>, method: Option<&str>) -> Result<String, OAuthError> {
     let challenge = match challenge {
         Some(c) if !c.is_empty() => c,
         _ => {
-            return Err(OAuthError::invalid_request(
-                "code_challenge is required (PKCE with S256)",
-            ));
+            return Err(OAuthError::invalid_request("code_challenge is required (PKCE with S256)"));
         }
     };
     match method {
         None | Some("") => {
-            return Err(OAuthError::invalid_request(
-                "code_challenge_method is required and must be S256",
-            ));
+            return Err(OAuthError::invalid_request("code_challenge_method is required and must be S256"));
         }
         Some(METHOD_S256) => {}
         Some("plain") => {
-            return Err(OAuthError::invalid_request(
-                "code_challenge_method plain is not allowed, use S256",
-            ));
+            return Err(OAuthError::invalid_request("code_challenge_method plain is not allowed, use S256"));
         }
         Some(_) => {
-            return Err(OAuthError::invalid_request(
-                "unsupported code_challenge_method, only S256 is supported",
-            ));
+            return Err(OAuthError::invalid_request("unsupported code_challenge_method, only S256 is supported"));
         }
     }
     if !is_valid_challenge(challenge) {
@@ -137,10 +124,7 @@ mod tests {
     #[test]
     fn verify_rejects_wrong_or_malformed_inputs() {
         // Wrong verifier (last character changed).
-        assert!(!verify_s256(
-            "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXj",
-            RFC_CHALLENGE
-        ));
+        assert!(!verify_s256("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXj", RFC_CHALLENGE));
         // The challenge itself presented as the verifier (the `plain` method).
         assert!(!verify_s256(RFC_CHALLENGE, RFC_CHALLENGE));
         // Challenge with different case.
@@ -151,13 +135,7 @@ mod tests {
         assert!(!verify_s256(RFC_VERIFIER, &RFC_CHALLENGE[..42]));
         assert!(!verify_s256(RFC_VERIFIER, ""));
         // Malformed verifiers never verify, even against their own transform.
-        for v in [
-            "",
-            "short",
-            &"a".repeat(42),
-            &"a".repeat(129),
-            &format!("{}+", "a".repeat(43)),
-        ] {
+        for v in ["", "short", &"a".repeat(42), &"a".repeat(129), &format!("{}+", "a".repeat(43))] {
             assert!(!verify_s256(v, &s256_challenge(v)), "{v:?}");
         }
     }
@@ -214,10 +192,7 @@ mod tests {
 
     #[test]
     fn authorization_params_accept_s256() {
-        assert_eq!(
-            check_authorization_params(Some(RFC_CHALLENGE), Some("S256")).unwrap(),
-            RFC_CHALLENGE
-        );
+        assert_eq!(check_authorization_params(Some(RFC_CHALLENGE), Some("S256")).unwrap(), RFC_CHALLENGE);
     }
 
     #[test]
@@ -226,47 +201,19 @@ mod tests {
             (None, Some("S256"), "code_challenge is required"),
             (Some(""), Some("S256"), "code_challenge is required"),
             (None, None, "code_challenge is required"),
-            (
-                Some(RFC_CHALLENGE),
-                None,
-                "code_challenge_method is required",
-            ),
-            (
-                Some(RFC_CHALLENGE),
-                Some(""),
-                "code_challenge_method is required",
-            ),
+            (Some(RFC_CHALLENGE), None, "code_challenge_method is required"),
+            (Some(RFC_CHALLENGE), Some(""), "code_challenge_method is required"),
             (Some(RFC_CHALLENGE), Some("plain"), "plain is not allowed"),
-            (
-                Some(RFC_CHALLENGE),
-                Some("s256"),
-                "unsupported code_challenge_method",
-            ),
-            (
-                Some(RFC_CHALLENGE),
-                Some("S512"),
-                "unsupported code_challenge_method",
-            ),
-            (
-                Some(RFC_CHALLENGE),
-                Some("S256 "),
-                "unsupported code_challenge_method",
-            ),
+            (Some(RFC_CHALLENGE), Some("s256"), "unsupported code_challenge_method"),
+            (Some(RFC_CHALLENGE), Some("S512"), "unsupported code_challenge_method"),
+            (Some(RFC_CHALLENGE), Some("S256 "), "unsupported code_challenge_method"),
             (Some("abc"), Some("S256"), "malformed code_challenge"),
-            (
-                Some(&RFC_CHALLENGE[..42]),
-                Some("S256"),
-                "malformed code_challenge",
-            ),
+            (Some(&RFC_CHALLENGE[..42]), Some("S256"), "malformed code_challenge"),
         ];
         for (c, m, needle) in cases {
             let err = check_authorization_params(c, m).unwrap_err();
             assert_eq!(err.code, OAuthErrorCode::InvalidRequest, "{c:?} {m:?}");
-            assert!(
-                err.description.contains(needle),
-                "{c:?} {m:?}: {}",
-                err.description
-            );
+            assert!(err.description.contains(needle), "{c:?} {m:?}: {}", err.description);
         }
     }
 

@@ -21,9 +21,11 @@ pub const MAX_REDIRECT_URI_LEN: usize = 2000;
 
 /// Schemes that are never acceptable redirect targets: script execution (`javascript:`,
 /// `vbscript:`), inline or local content (`data:`, `blob:`, `about:`, `file:`) and schemes
-/// that are not navigation targets for an authorization response (`ftp:`, `ws:`, `wss:`).
+/// that are not navigation targets for an authorization response (`ftp:`, `ws:`, `wss:`), or
+/// that belong to the platform or browser rather than to an app (`intent:`, `view-source:`,
+/// `filesystem:`, `chrome:`, `mailto:`, `tel:`, `sms:`, `ms-settings:`).
 /// Compared case-insensitively (RFC 3986 §3.1: schemes are case-insensitive).
-const FORBIDDEN_SCHEMES: [&str; 9] = [
+const FORBIDDEN_SCHEMES: [&str; 17] = [
     "javascript",
     "data",
     "file",
@@ -33,6 +35,14 @@ const FORBIDDEN_SCHEMES: [&str; 9] = [
     "ftp",
     "ws",
     "wss",
+    "intent",
+    "view-source",
+    "filesystem",
+    "chrome",
+    "mailto",
+    "tel",
+    "sms",
+    "ms-settings",
 ];
 
 /// The only hosts for which plain `http` is allowed (RFC 8252 §7.3 and §8.3), compared
@@ -158,14 +168,9 @@ pub(crate) fn has_only_uri_chars(s: &str) -> bool {
 pub(crate) fn is_valid_host(host: &str) -> bool {
     if let Some(inner) = host.strip_prefix('[') {
         // IP-literal (RFC 3986 §3.2.2). IPvFuture (`[v1.x]`) and zone identifiers are refused.
-        return inner
-            .strip_suffix(']')
-            .is_some_and(|addr| addr.parse::<Ipv6Addr>().is_ok() && !addr.contains('%'));
+        return inner.strip_suffix(']').is_some_and(|addr| addr.parse::<Ipv6Addr>().is_ok() && !addr.contains('%'));
     }
-    !host.is_empty()
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+    !host.is_empty() && host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
 }
 
 /// RFC 3986 §3.2.3 port, restricted to 1–5 digits with a value of at most 65535.
@@ -183,13 +188,7 @@ pub(crate) fn parse_authority(authority: &str) -> Result<RawAuthority<'_>, Redir
         let (host, rest) = authority.split_at(end + 1);
         match rest {
             "" => (host, None),
-            _ => (
-                host,
-                Some(
-                    rest.strip_prefix(':')
-                        .ok_or(RedirectUriError::NotAbsolute)?,
-                ),
-            ),
+            _ => (host, Some(rest.strip_prefix(':').ok_or(RedirectUriError::NotAbsolute)?)),
         }
     } else {
         match authority.split_once(':') {
@@ -253,12 +252,7 @@ pub(crate) fn parse_strict(uri: &str) -> Result<RawUri<'_>, RedirectUriError> {
         }
         None => (None, hier),
     };
-    Ok(RawUri {
-        scheme,
-        authority,
-        path,
-        query,
-    })
+    Ok(RawUri { scheme, authority, path, query })
 }
 
 /// Validates a redirect URI for registration and says which kind it is.
@@ -269,8 +263,8 @@ pub(crate) fn parse_strict(uri: &str) -> Result<RawUri<'_>, RedirectUriError> {
 ///   [`RedirectUriError::InsecureHttp`];
 /// - `javascript:`, `data:`, `file:`, `vbscript:`, `about:`, `blob:`, `ftp:`, `ws:`, `wss:` →
 ///   [`RedirectUriError::ForbiddenScheme`];
-/// - any other scheme is a private-use scheme (RFC 8252 §7.1), which must be in reverse-domain
-///   form (contain a `.`, e.g. `com.example.app:/cb`), else `ForbiddenScheme`.
+/// - any other scheme is a private-use scheme (RFC 8252 §7.1), e.g. `com.example.app:/cb` or
+///   `cursor://anysphere.cursor-mcp/oauth/callback`.
 ///
 /// Schemes are matched case-insensitively (RFC 3986 §3.1), so `HTTPS://…` is accepted and
 /// `JAVASCRIPT:` is refused; matching against the registration stays byte-exact.
@@ -303,15 +297,11 @@ pub fn validate_redirect_uri(uri: &str) -> Result<RedirectKind, RedirectUriError
             Ok(RedirectKind::Https)
         }
         _ => {
-            // RFC 8252 §7.1: private-use schemes are reverse domain names of a domain the app
-            // controls; a single-label scheme (`myapp:`, `intent:`, `ms-settings:`) may belong
-            // to anyone or to the platform.
-            let reverse_domain = scheme.contains('.')
-                && !scheme.ends_with('.')
-                && scheme.split('.').all(|label| !label.is_empty());
-            if !reverse_domain {
-                return Err(RedirectUriError::ForbiddenScheme);
-            }
+            // RFC 8252 §7.1 says private-use schemes SHOULD be reverse domain names
+            // (`com.example.app:`), but widely used MCP clients register single-label schemes
+            // (Cursor: `cursor://anysphere.cursor-mcp/oauth/callback`), so those are accepted
+            // too; platform and dangerous schemes are refused above. Such redirects are never
+            // treated as verifiable: the consent page is shown every time (RFC 8252 §8.6).
             if let Some(authority) = parsed.authority {
                 // An empty authority (`com.example.app:///cb`) is tolerated; a present host
                 // must still be a plain host name.
@@ -364,10 +354,7 @@ pub fn matches_registered(registered: &str, requested: &str) -> bool {
     };
     match (reg.authority, req.authority) {
         (Some(a), Some(b)) => {
-            reg.scheme == req.scheme
-                && a.host == b.host
-                && reg.path == req.path
-                && reg.query == req.query
+            reg.scheme == req.scheme && a.host == b.host && reg.path == req.path && reg.query == req.query
         }
         _ => false,
     }
@@ -375,10 +362,7 @@ pub fn matches_registered(registered: &str, requested: &str) -> bool {
 
 /// The registered URI `requested` matches, if any.
 pub fn find_match<'a>(registered: &'a [String], requested: &str) -> Option<&'a str> {
-    registered
-        .iter()
-        .map(String::as_str)
-        .find(|r| matches_registered(r, requested))
+    registered.iter().map(String::as_str).find(|r| matches_registered(r, requested))
 }
 
 /// A display name for a client that registered without `client_name`: the host of an
@@ -388,9 +372,7 @@ pub(crate) fn display_host(uri: &str) -> Option<String> {
     validate_redirect_uri(uri).ok()?;
     let parsed = parse_strict(uri).ok()?;
     match parsed.authority {
-        Some(a) if !a.host.is_empty() && is_http_scheme(parsed.scheme) => {
-            Some(a.host.to_ascii_lowercase())
-        }
+        Some(a) if !a.host.is_empty() && is_http_scheme(parsed.scheme) => Some(a.host.to_ascii_lowercase()),
         _ => Some(parsed.scheme.to_ascii_lowercase()),
     }
 }
@@ -439,12 +421,14 @@ mod tests {
             ("com.example.app:/oauth2redirect", PrivateUseScheme),
             ("com.example.app://callback", PrivateUseScheme),
             ("com.example.app:///callback", PrivateUseScheme),
-            (
-                "com.googleusercontent.apps.123-abc:/oauth2redirect",
-                PrivateUseScheme,
-            ),
+            ("com.googleusercontent.apps.123-abc:/oauth2redirect", PrivateUseScheme),
             ("COM.EXAMPLE.APP:/cb", PrivateUseScheme),
             ("com.example.app:cb", PrivateUseScheme),
+            ("myapp://callback", PrivateUseScheme),
+            ("myapp:/callback", PrivateUseScheme),
+            ("cursor://anysphere.cursor-mcp/oauth/callback", PrivateUseScheme),
+            ("com.example.:/cb", PrivateUseScheme),
+            ("com..example:/cb", PrivateUseScheme),
             ("com.example.app:/cb?x=1", PrivateUseScheme),
             ("net.example+app:/cb", PrivateUseScheme),
         ];
@@ -531,12 +515,8 @@ mod tests {
             ("ftp://example.com/cb", ForbiddenScheme),
             ("ws://127.0.0.1/cb", ForbiddenScheme),
             ("wss://example.com/cb", ForbiddenScheme),
-            ("myapp://callback", ForbiddenScheme),
-            ("myapp:/callback", ForbiddenScheme),
             ("intent://cb", ForbiddenScheme),
             ("ms-settings:cb", ForbiddenScheme),
-            ("com.example.:/cb", ForbiddenScheme),
-            ("com..example:/cb", ForbiddenScheme),
             ("com.example.app:", NotAbsolute),
             ("com.example.app://h%6fst/cb", NotAbsolute),
             ("com.example.app:/c b", NotAbsolute),
@@ -563,11 +543,7 @@ mod tests {
 
     #[test]
     fn loopback_detection() {
-        for uri in [
-            "http://127.0.0.1/cb",
-            "http://[::1]:99/cb",
-            "HTTP://LOCALHOST/x",
-        ] {
+        for uri in ["http://127.0.0.1/cb", "http://[::1]:99/cb", "HTTP://LOCALHOST/x"] {
             assert!(is_loopback_redirect(uri), "{uri}");
         }
         for uri in [
@@ -606,27 +582,12 @@ mod tests {
             assert!(!matches_registered(reg, req), "{req:?}");
         }
         // Private-use schemes get no port or case freedom either.
-        assert!(matches_registered(
-            "com.example.app:/cb",
-            "com.example.app:/cb"
-        ));
-        assert!(!matches_registered(
-            "com.example.app:/cb",
-            "COM.EXAMPLE.APP:/cb"
-        ));
-        assert!(!matches_registered(
-            "com.example.app://h/cb",
-            "com.example.app://h:1/cb"
-        ));
+        assert!(matches_registered("com.example.app:/cb", "com.example.app:/cb"));
+        assert!(!matches_registered("com.example.app:/cb", "COM.EXAMPLE.APP:/cb"));
+        assert!(!matches_registered("com.example.app://h/cb", "com.example.app://h:1/cb"));
         // https on a loopback host is not the loopback exception.
-        assert!(!matches_registered(
-            "https://127.0.0.1:1/cb",
-            "https://127.0.0.1:2/cb"
-        ));
-        assert!(!matches_registered(
-            "https://localhost/cb",
-            "https://localhost:3000/cb"
-        ));
+        assert!(!matches_registered("https://127.0.0.1:1/cb", "https://127.0.0.1:2/cb"));
+        assert!(!matches_registered("https://localhost/cb", "https://localhost:3000/cb"));
     }
 
     #[test]
@@ -636,10 +597,7 @@ mod tests {
             ("http://127.0.0.1:8080/cb", "http://127.0.0.1:9090/cb"),
             ("http://127.0.0.1:8080/cb", "http://127.0.0.1/cb"),
             ("http://[::1]/cb", "http://[::1]:1/cb"),
-            (
-                "http://localhost:3334/oauth/callback",
-                "http://localhost:40000/oauth/callback",
-            ),
+            ("http://localhost:3334/oauth/callback", "http://localhost:40000/oauth/callback"),
             ("http://localhost/cb?a=1", "http://localhost:5/cb?a=1"),
             ("http://localhost", "http://localhost:80"),
             ("HTTP://LOCALHOST/cb", "HTTP://LOCALHOST:9/cb"),
@@ -687,96 +645,49 @@ mod tests {
         ] {
             assert!(!matches_registered(reg, req), "{req:?}");
         }
-        assert!(!matches_registered(
-            "http://localhost/cb",
-            "http://LOCALHOST:1/cb"
-        ));
-        assert!(!matches_registered(
-            "http://localhost/cb",
-            "http://127.0.0.1:1/cb"
-        ));
+        assert!(!matches_registered("http://localhost/cb", "http://LOCALHOST:1/cb"));
+        assert!(!matches_registered("http://localhost/cb", "http://127.0.0.1:1/cb"));
         // An invalid registered loopback string never matches anything but itself.
-        assert!(!matches_registered(
-            "http://localhost/c\tb",
-            "http://localhost:1/c\tb"
-        ));
+        assert!(!matches_registered("http://localhost/c\tb", "http://localhost:1/c\tb"));
     }
 
     #[test]
     fn find_match_returns_the_registered_string() {
-        let reg = vec![
-            "https://example.com/cb".to_owned(),
-            "http://127.0.0.1/cb".to_owned(),
-        ];
-        assert_eq!(
-            find_match(&reg, "http://127.0.0.1:555/cb"),
-            Some("http://127.0.0.1/cb")
-        );
-        assert_eq!(
-            find_match(&reg, "https://example.com/cb"),
-            Some("https://example.com/cb")
-        );
+        let reg = vec!["https://example.com/cb".to_owned(), "http://127.0.0.1/cb".to_owned()];
+        assert_eq!(find_match(&reg, "http://127.0.0.1:555/cb"), Some("http://127.0.0.1/cb"));
+        assert_eq!(find_match(&reg, "https://example.com/cb"), Some("https://example.com/cb"));
         assert_eq!(find_match(&reg, "https://example.com/cb2"), None);
     }
 
     #[test]
     fn display_host_of_redirects() {
-        assert_eq!(
-            display_host("https://App.Example.com/cb").as_deref(),
-            Some("app.example.com")
-        );
+        assert_eq!(display_host("https://App.Example.com/cb").as_deref(), Some("app.example.com"));
         assert_eq!(display_host("http://[::1]:3/cb").as_deref(), Some("[::1]"));
-        assert_eq!(
-            display_host("com.Example.app:/cb").as_deref(),
-            Some("com.example.app")
-        );
-        assert_eq!(
-            display_host("com.example.app://cb").as_deref(),
-            Some("com.example.app")
-        );
+        assert_eq!(display_host("com.Example.app:/cb").as_deref(), Some("com.example.app"));
+        assert_eq!(display_host("com.example.app://cb").as_deref(), Some("com.example.app"));
         assert_eq!(display_host("javascript:alert(1)"), None);
     }
 
     fn loopback_host() -> impl Strategy<Value = &'static str> {
-        prop_oneof![
-            Just("127.0.0.1"),
-            Just("[::1]"),
-            Just("localhost"),
-            Just("LocalHost")
-        ]
+        prop_oneof![Just("127.0.0.1"), Just("[::1]"), Just("localhost"), Just("LocalHost")]
     }
 
     fn path_and_query() -> impl Strategy<Value = String> {
-        (
-            "(/[A-Za-z0-9_~-]{1,8}){0,4}",
-            proptest::option::of("[A-Za-z0-9=&_-]{0,12}"),
-        )
-            .prop_map(|(p, q)| match q {
-                Some(q) => format!("{p}?{q}"),
-                None => p,
-            })
+        ("(/[A-Za-z0-9_~-]{1,8}){0,4}", proptest::option::of("[A-Za-z0-9=&_-]{0,12}")).prop_map(|(p, q)| match q {
+            Some(q) => format!("{p}?{q}"),
+            None => p,
+        })
     }
 
     fn valid_uri() -> impl Strategy<Value = String> {
         prop_oneof![
-            (
-                "[a-z][a-z0-9]{0,10}(\\.[a-z][a-z0-9]{0,10}){1,3}",
-                path_and_query()
-            )
+            ("[a-z][a-z0-9]{0,10}(\\.[a-z][a-z0-9]{0,10}){1,3}", path_and_query())
                 .prop_map(|(h, pq)| format!("https://{h}{pq}")),
-            (
-                loopback_host(),
-                proptest::option::of(1u16..),
-                path_and_query()
-            )
-                .prop_map(|(h, p, pq)| match p {
-                    Some(p) => format!("http://{h}:{p}{pq}"),
-                    None => format!("http://{h}{pq}"),
-                }),
-            (
-                "[a-z]{2,6}\\.[a-z]{2,8}(\\.[a-z]{2,8})?",
-                "(/[A-Za-z0-9_-]{1,8}){1,3}"
-            )
+            (loopback_host(), proptest::option::of(1u16..), path_and_query()).prop_map(|(h, p, pq)| match p {
+                Some(p) => format!("http://{h}:{p}{pq}"),
+                None => format!("http://{h}{pq}"),
+            }),
+            ("[a-z]{2,6}\\.[a-z]{2,8}(\\.[a-z]{2,8})?", "(/[A-Za-z0-9_-]{1,8}){1,3}")
                 .prop_map(|(s, p)| format!("{s}:{p}")),
         ]
     }

@@ -91,9 +91,7 @@ pub fn decide(f: &RotationFacts<'_>) -> RotationDecision {
         if !f.user_active {
             return Reject(RejectReason::UserInactive);
         }
-        let covered = f
-            .consent_scopes
-            .is_some_and(|granted| f.family.scopes.iter().all(|s| granted.contains(s)));
+        let covered = f.consent_scopes.is_some_and(|granted| f.family.scopes.iter().all(|s| granted.contains(s)));
         if !covered {
             return Reject(RejectReason::ConsentWithdrawn);
         }
@@ -101,11 +99,7 @@ pub fn decide(f: &RotationFacts<'_>) -> RotationDecision {
     if let Some(rotated_at) = f.token.rotated_at {
         let within_grace = f.now.saturating_sub(rotated_at) <= f.grace;
         let successor_unused = f.successor.is_some_and(|s| s.rotated_at.is_none());
-        return if within_grace && successor_unused {
-            ReplayWithinGrace
-        } else {
-            RevokeFamily
-        };
+        return if within_grace && successor_unused { ReplayWithinGrace } else { RevokeFamily };
     }
     if f.now >= f.token.expires_at {
         return Reject(RejectReason::TokenExpired);
@@ -201,10 +195,7 @@ mod tests {
     fn other_client_is_rejected_without_revocation() {
         let mut c = Case::new();
         c.client = ClientId::generate();
-        assert_eq!(
-            c.decide(),
-            RotationDecision::Reject(RejectReason::WrongClient)
-        );
+        assert_eq!(c.decide(), RotationDecision::Reject(RejectReason::WrongClient));
     }
 
     #[test]
@@ -241,50 +232,29 @@ mod tests {
     fn rechecks_client_user_and_consent() {
         let mut c = Case::new();
         c.client_active = false;
-        assert_eq!(
-            c.decide(),
-            RotationDecision::Reject(RejectReason::ClientInactive)
-        );
+        assert_eq!(c.decide(), RotationDecision::Reject(RejectReason::ClientInactive));
         let mut c = Case::new();
         c.user_active = false;
-        assert_eq!(
-            c.decide(),
-            RotationDecision::Reject(RejectReason::UserInactive)
-        );
+        assert_eq!(c.decide(), RotationDecision::Reject(RejectReason::UserInactive));
         let mut c = Case::new();
         c.consent = None;
-        assert_eq!(
-            c.decide(),
-            RotationDecision::Reject(RejectReason::ConsentWithdrawn)
-        );
+        assert_eq!(c.decide(), RotationDecision::Reject(RejectReason::ConsentWithdrawn));
         let mut c = Case::new();
         c.consent = Some(vec!["todo:write".into()]);
-        assert_eq!(
-            c.decide(),
-            RotationDecision::Reject(RejectReason::ConsentWithdrawn)
-        );
+        assert_eq!(c.decide(), RotationDecision::Reject(RejectReason::ConsentWithdrawn));
     }
 
     #[test]
     fn expiry_and_revocation() {
         let mut c = Case::new();
         c.now = 5_000;
-        assert_eq!(
-            c.decide(),
-            RotationDecision::Reject(RejectReason::TokenExpired)
-        );
+        assert_eq!(c.decide(), RotationDecision::Reject(RejectReason::TokenExpired));
         let mut c = Case::new();
         c.now = 10_000;
-        assert_eq!(
-            c.decide(),
-            RotationDecision::Reject(RejectReason::FamilyExpired)
-        );
+        assert_eq!(c.decide(), RotationDecision::Reject(RejectReason::FamilyExpired));
         let mut c = Case::new();
         c.fam.revoked_at = Some(1);
-        assert_eq!(
-            c.decide(),
-            RotationDecision::Reject(RejectReason::FamilyRevoked)
-        );
+        assert_eq!(c.decide(), RotationDecision::Reject(RejectReason::FamilyRevoked));
     }
 
     #[test]

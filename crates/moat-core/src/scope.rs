@@ -43,9 +43,7 @@ pub fn parse_scope_param(s: &str) -> Result<Vec<String>, OAuthError> {
     let mut out: Vec<String> = Vec::new();
     for token in s.split(' ').filter(|t| !t.is_empty()) {
         if !is_valid_scope_token(token) {
-            return Err(OAuthError::invalid_scope(format!(
-                "malformed scope: {token}"
-            )));
+            return Err(OAuthError::invalid_scope(format!("malformed scope: {token}")));
         }
         if out.iter().any(|t| t == token) {
             continue;
@@ -53,9 +51,7 @@ pub fn parse_scope_param(s: &str) -> Result<Vec<String>, OAuthError> {
         // Checked before pushing, so the duplicate search above never scans more than
         // MAX_SCOPE_TOKENS entries whatever the input length.
         if out.len() == MAX_SCOPE_TOKENS {
-            return Err(OAuthError::invalid_scope(format!(
-                "too many scopes (at most {MAX_SCOPE_TOKENS})"
-            )));
+            return Err(OAuthError::invalid_scope(format!("too many scopes (at most {MAX_SCOPE_TOKENS})")));
         }
         out.push(token.to_owned());
     }
@@ -96,14 +92,8 @@ pub fn resolve_requested(
     let Some(requested) = requested else {
         return Ok(defaults.to_vec());
     };
-    let granted = filter_tokens(requested, available, |t| {
-        OAuthError::invalid_scope(format!("unknown scope: {t}"))
-    })?;
-    if granted.is_empty() {
-        Ok(defaults.to_vec())
-    } else {
-        Ok(granted)
-    }
+    let granted = filter_tokens(requested, available, |t| OAuthError::invalid_scope(format!("unknown scope: {t}")))?;
+    if granted.is_empty() { Ok(defaults.to_vec()) } else { Ok(granted) }
 }
 
 /// The scopes of a refreshed access token: absent means all of `granted`; otherwise every
@@ -118,15 +108,9 @@ pub fn narrow(requested: Option<&str>, granted: &[String]) -> Result<Vec<String>
         return Ok(granted.to_vec());
     };
     let kept = filter_tokens(requested, granted, |t| {
-        OAuthError::invalid_scope(format!(
-            "scope {t} was not granted and cannot be added on refresh"
-        ))
+        OAuthError::invalid_scope(format!("scope {t} was not granted and cannot be added on refresh"))
     })?;
-    if kept.is_empty() {
-        Ok(granted.to_vec())
-    } else {
-        Ok(kept)
-    }
+    if kept.is_empty() { Ok(granted.to_vec()) } else { Ok(kept) }
 }
 
 /// Space-joins scopes for the wire.
@@ -136,11 +120,7 @@ pub fn join(scopes: &[String]) -> String {
 
 /// The scopes of `wanted` not in `have`, in `wanted`'s order.
 pub fn difference(wanted: &[String], have: &[String]) -> Vec<String> {
-    wanted
-        .iter()
-        .filter(|s| !have.contains(s))
-        .cloned()
-        .collect()
+    wanted.iter().filter(|s| !have.contains(s)).cloned().collect()
 }
 
 /// `a` ∪ `b`, keeping `a`'s order and appending `b`'s new entries.
@@ -167,29 +147,10 @@ mod tests {
 
     #[test]
     fn scope_token_syntax() {
-        for ok in [
-            "a",
-            "todo:read",
-            "https://api.example.com/read",
-            "!",
-            "~",
-            "a[b]",
-            &"x".repeat(128),
-        ] {
+        for ok in ["a", "todo:read", "https://api.example.com/read", "!", "~", "a[b]", &"x".repeat(128)] {
             assert!(is_valid_scope_token(ok), "{ok:?}");
         }
-        for bad in [
-            "",
-            " ",
-            "a b",
-            "a\"b",
-            "a\\b",
-            "a\tb",
-            "a\nb",
-            "é",
-            "\u{7f}",
-            &"x".repeat(129),
-        ] {
+        for bad in ["", " ", "a b", "a\"b", "a\\b", "a\tb", "a\nb", "é", "\u{7f}", &"x".repeat(129)] {
             assert!(!is_valid_scope_token(bad), "{bad:?}");
         }
     }
@@ -200,25 +161,14 @@ mod tests {
         assert_eq!(parse_scope_param("   ").unwrap(), Vec::<String>::new());
         assert_eq!(parse_scope_param("a b").unwrap(), v(&["a", "b"]));
         assert_eq!(parse_scope_param("  b   a  b a ").unwrap(), v(&["b", "a"]));
-        assert_eq!(
-            parse_scope_param("todo:read todo:write").unwrap(),
-            v(&["todo:read", "todo:write"])
-        );
+        assert_eq!(parse_scope_param("todo:read todo:write").unwrap(), v(&["todo:read", "todo:write"]));
         // Case matters (RFC 6749 §3.3: scopes are case-sensitive).
         assert_eq!(parse_scope_param("A a").unwrap(), v(&["A", "a"]));
     }
 
     #[test]
     fn parse_rejects_bad_tokens_and_too_many() {
-        for bad in [
-            "a\tb",
-            "a\nb",
-            "a \"b\"",
-            "a\\b",
-            "é",
-            &"x".repeat(129),
-            "a,b \u{0}",
-        ] {
+        for bad in ["a\tb", "a\nb", "a \"b\"", "a\\b", "é", &"x".repeat(129), "a,b \u{0}"] {
             let err = parse_scope_param(bad).unwrap_err();
             assert_eq!(err.code, OAuthErrorCode::InvalidScope, "{bad:?}");
         }
@@ -244,46 +194,24 @@ mod tests {
         assert_eq!(r(Some("openid email profile")).unwrap(), defaults);
         assert_eq!(r(Some("offline_access")).unwrap(), defaults);
         assert_eq!(r(Some("todo:admin")).unwrap(), v(&["todo:admin"]));
-        assert_eq!(
-            r(Some("todo:write todo:read todo:write")).unwrap(),
-            v(&["todo:write", "todo:read"])
-        );
-        assert_eq!(
-            r(Some("openid todo:read offline_access")).unwrap(),
-            v(&["todo:read"])
-        );
+        assert_eq!(r(Some("todo:write todo:read todo:write")).unwrap(), v(&["todo:write", "todo:read"]));
+        assert_eq!(r(Some("openid todo:read offline_access")).unwrap(), v(&["todo:read"]));
 
         let err = r(Some("todo:read todo:delete")).unwrap_err();
         assert_eq!(err.code, OAuthErrorCode::InvalidScope);
-        assert!(
-            err.description.contains("todo:delete"),
-            "{}",
-            err.description
-        );
+        assert!(err.description.contains("todo:delete"), "{}", err.description);
         // Case-sensitive.
-        assert_eq!(
-            r(Some("TODO:READ")).unwrap_err().code,
-            OAuthErrorCode::InvalidScope
-        );
+        assert_eq!(r(Some("TODO:READ")).unwrap_err().code, OAuthErrorCode::InvalidScope);
         // Malformed tokens are invalid_scope too.
-        assert_eq!(
-            r(Some("todo:read\t")).unwrap_err().code,
-            OAuthErrorCode::InvalidScope
-        );
+        assert_eq!(r(Some("todo:read\t")).unwrap_err().code, OAuthErrorCode::InvalidScope);
     }
 
     #[test]
     fn resolve_keeps_protocol_scopes_a_resource_defines() {
         let available = v(&["openid", "todo:read"]);
         let defaults = v(&["todo:read"]);
-        assert_eq!(
-            resolve_requested(Some("openid"), &available, &defaults).unwrap(),
-            v(&["openid"])
-        );
-        assert_eq!(
-            resolve_requested(Some("openid email"), &available, &defaults).unwrap(),
-            v(&["openid"])
-        );
+        assert_eq!(resolve_requested(Some("openid"), &available, &defaults).unwrap(), v(&["openid"]));
+        assert_eq!(resolve_requested(Some("openid email"), &available, &defaults).unwrap(), v(&["openid"]));
     }
 
     #[test]
@@ -292,18 +220,9 @@ mod tests {
         assert_eq!(narrow(None, &granted).unwrap(), granted);
         assert_eq!(narrow(Some(""), &granted).unwrap(), granted);
         assert_eq!(narrow(Some("offline_access"), &granted).unwrap(), granted);
-        assert_eq!(
-            narrow(Some("todo:read"), &granted).unwrap(),
-            v(&["todo:read"])
-        );
-        assert_eq!(
-            narrow(Some("todo:write todo:read"), &granted).unwrap(),
-            v(&["todo:write", "todo:read"])
-        );
-        assert_eq!(
-            narrow(Some("todo:read openid"), &granted).unwrap(),
-            v(&["todo:read"])
-        );
+        assert_eq!(narrow(Some("todo:read"), &granted).unwrap(), v(&["todo:read"]));
+        assert_eq!(narrow(Some("todo:write todo:read"), &granted).unwrap(), v(&["todo:write", "todo:read"]));
+        assert_eq!(narrow(Some("todo:read openid"), &granted).unwrap(), v(&["todo:read"]));
         let err = narrow(Some("todo:read todo:admin"), &granted).unwrap_err();
         assert_eq!(err.code, OAuthErrorCode::InvalidScope);
         assert!(err.description.contains("todo:admin"));

@@ -61,9 +61,7 @@ fn parse_http_url(s: &str, strict: bool) -> Result<Parsed<'_>, UrlError> {
     }
     // The WHATWG parser silently strips tabs and newlines, trims leading and trailing spaces
     // and controls and reads `\` as `/`: refuse those instead of letting it guess.
-    if s.chars()
-        .any(|c| c.is_control() || c.is_whitespace() || c == '\\')
-    {
+    if s.chars().any(|c| c.is_control() || c.is_whitespace() || c == '\\') {
         return Err(UrlError::NotAbsolute);
     }
     let (scheme, rest) = s.split_once(':').ok_or(UrlError::NotAbsolute)?;
@@ -114,12 +112,7 @@ fn parse_http_url(s: &str, strict: bool) -> Result<Parsed<'_>, UrlError> {
         return Err(UrlError::NotAbsolute);
     }
     let origin_len = scheme.len() + 3 + authority.len();
-    Ok(Parsed {
-        origin: &s[..origin_len],
-        path,
-        query,
-        url,
-    })
+    Ok(Parsed { origin: &s[..origin_len], path, query, url })
 }
 
 /// `scheme://host[:port]` from the WHATWG parse: lowercase scheme and host, IDNA applied,
@@ -213,9 +206,7 @@ fn is_valid_suffix(suffix: &str) -> bool {
     !suffix.is_empty()
         && suffix != "."
         && suffix != ".."
-        && suffix
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+        && suffix.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
 }
 
 /// RFC 8414 §3.1 / RFC 9728 §3.1 path insertion: `https://h/p` + `oauth-authorization-server`
@@ -261,18 +252,9 @@ mod tests {
             ("https://x", "https://x"),
             ("https://x/", "https://x"),
             ("HTTPS://MCP.Example.COM/mcp", "https://mcp.example.com/mcp"),
-            (
-                "https://mcp.example.com:443/mcp",
-                "https://mcp.example.com/mcp",
-            ),
-            (
-                "http://mcp.example.com:80/mcp",
-                "http://mcp.example.com/mcp",
-            ),
-            (
-                "https://mcp.example.com:8443/mcp",
-                "https://mcp.example.com:8443/mcp",
-            ),
+            ("https://mcp.example.com:443/mcp", "https://mcp.example.com/mcp"),
+            ("http://mcp.example.com:80/mcp", "http://mcp.example.com/mcp"),
+            ("https://mcp.example.com:8443/mcp", "https://mcp.example.com:8443/mcp"),
             ("http://127.0.0.1:3000/mcp", "http://127.0.0.1:3000/mcp"),
             ("http://127.1:3000/mcp", "http://127.0.0.1:3000/mcp"),
             ("http://[0:0:0:0:0:0:0:1]:3000/mcp", "http://[::1]:3000/mcp"),
@@ -282,10 +264,7 @@ mod tests {
             ("https://x/mcp/?tenant=a", "https://x/mcp?tenant=a"),
             ("https://x/mcp?", "https://x/mcp"),
             ("https://x/MCP", "https://x/MCP"),
-            (
-                "https://bücher.example/mcp",
-                "https://xn--bcher-kva.example/mcp",
-            ),
+            ("https://bücher.example/mcp", "https://xn--bcher-kva.example/mcp"),
             ("https://%65xample.com/mcp", "https://example.com/mcp"),
         ];
         for (input, want) in ok {
@@ -384,10 +363,7 @@ mod tests {
             ("https://moat.example.com", "https://moat.example.com"),
             ("https://moat.example.com/", "https://moat.example.com"),
             ("HTTPS://Moat.Example.COM:443/", "https://moat.example.com"),
-            (
-                "https://moat.example.com:8443",
-                "https://moat.example.com:8443",
-            ),
+            ("https://moat.example.com:8443", "https://moat.example.com:8443"),
             ("http://localhost:0", "http://localhost:0"),
             ("http://[::1]:9000", "http://[::1]:9000"),
             ("http://moat.internal:8080", "http://moat.internal:8080"),
@@ -420,58 +396,22 @@ mod tests {
                 AS,
                 "https://h:8443/.well-known/oauth-authorization-server/resources/res_x",
             ),
-            (
-                "https://h/",
-                AS,
-                "https://h/.well-known/oauth-authorization-server",
-            ),
-            (
-                "https://h",
-                AS,
-                "https://h/.well-known/oauth-authorization-server",
-            ),
-            (
-                "https://h/mcp",
-                PR,
-                "https://h/.well-known/oauth-protected-resource/mcp",
-            ),
-            (
-                "https://h/mcp/",
-                PR,
-                "https://h/.well-known/oauth-protected-resource/mcp",
-            ),
-            (
-                "https://h/a/b?x=1",
-                PR,
-                "https://h/.well-known/oauth-protected-resource/a/b?x=1",
-            ),
-            (
-                "https://h/?x=1",
-                PR,
-                "https://h/.well-known/oauth-protected-resource?x=1",
-            ),
+            ("https://h/", AS, "https://h/.well-known/oauth-authorization-server"),
+            ("https://h", AS, "https://h/.well-known/oauth-authorization-server"),
+            ("https://h/mcp", PR, "https://h/.well-known/oauth-protected-resource/mcp"),
+            ("https://h/mcp/", PR, "https://h/.well-known/oauth-protected-resource/mcp"),
+            ("https://h/a/b?x=1", PR, "https://h/.well-known/oauth-protected-resource/a/b?x=1"),
+            ("https://h/?x=1", PR, "https://h/.well-known/oauth-protected-resource?x=1"),
             // Host and port text is preserved exactly, even when not in normal form.
-            (
-                "HTTPS://H.Example:443/p",
-                AS,
-                "HTTPS://H.Example:443/.well-known/oauth-authorization-server/p",
-            ),
+            ("HTTPS://H.Example:443/p", AS, "HTTPS://H.Example:443/.well-known/oauth-authorization-server/p"),
             (
                 "http://127.0.0.1:8080/resources/res_a",
                 AS,
                 "http://127.0.0.1:8080/.well-known/oauth-authorization-server/resources/res_a",
             ),
-            (
-                "http://[::1]:8080/mcp",
-                PR,
-                "http://[::1]:8080/.well-known/oauth-protected-resource/mcp",
-            ),
+            ("http://[::1]:8080/mcp", PR, "http://[::1]:8080/.well-known/oauth-protected-resource/mcp"),
         ] {
-            assert_eq!(
-                well_known_url(input, suffix).as_deref(),
-                Ok(want),
-                "{input}"
-            );
+            assert_eq!(well_known_url(input, suffix).as_deref(), Ok(want), "{input}");
         }
         for (input, suffix, err) in [
             ("https://h/p#f", AS, Fragment),
@@ -484,11 +424,7 @@ mod tests {
             ("https://h/p", "a?b", NotAbsolute),
             ("https://h/p", "..", NotAbsolute),
         ] {
-            assert_eq!(
-                well_known_url(input, suffix),
-                Err(err),
-                "{input:?} {suffix:?}"
-            );
+            assert_eq!(well_known_url(input, suffix), Err(err), "{input:?} {suffix:?}");
         }
     }
 

@@ -6,6 +6,7 @@
 //! default) and, later, a PostgreSQL one. Both must pass the same conformance suite
 //! (`tests/it/conformance.rs`).
 
+mod codec;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -14,8 +15,8 @@ use async_trait::async_trait;
 use moat_core::OAuthError;
 use moat_core::ids::{ClientId, FamilyId, ResourceId, UserId};
 use moat_core::model::{
-    AuditEvent, AuthorizationCode, AuthorizationRequest, Client, Consent, NewFamily,
-    RefreshFamily, RefreshToken, Resource, Session, SigningKeyRecord, User,
+    AuditEvent, AuthorizationCode, AuthorizationRequest, Client, Consent, NewFamily, RefreshFamily, RefreshToken,
+    Resource, Session, SigningKeyRecord, User,
 };
 
 pub use sqlite::SqliteStore;
@@ -40,6 +41,9 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub type CodeCheck<'a> = &'a (dyn Fn(&AuthorizationCode) -> Result<(), OAuthError> + Send + Sync);
 
 /// Result of redeeming an authorization code.
+// Returned once per token request and matched at once: boxing the code would only add an
+// allocation to the hot path.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum RedeemOutcome {
     /// The code was valid and is now consumed; the refresh family (if one was requested) exists.
@@ -104,6 +108,7 @@ pub struct AuditQuery {
     pub user_id: Option<String>,
     /// Only events with `id < before_id` (paging).
     pub before_id: Option<i64>,
+    /// Page size; `0` (the default) means 100, and at most 1000 are returned.
     pub limit: u32,
 }
 
@@ -138,11 +143,7 @@ pub trait Store: Send + Sync + 'static {
     /// All clients, or those of one resource; ordered by creation time.
     async fn list_clients(&self, resource: Option<&ResourceId>) -> Result<Vec<Client>>;
     /// An enabled dynamic client of `resource` registered with this fingerprint.
-    async fn find_client_by_fingerprint(
-        &self,
-        resource: &ResourceId,
-        fingerprint: &str,
-    ) -> Result<Option<Client>>;
+    async fn find_client_by_fingerprint(&self, resource: &ResourceId, fingerprint: &str) -> Result<Option<Client>>;
     /// Enables or disables a client; disabling revokes all its refresh families. `false` when no
     /// such client.
     async fn set_client_disabled(&self, id: &ClientId, disabled: bool, now: i64) -> Result<bool>;
@@ -177,20 +178,9 @@ pub trait Store: Send + Sync + 'static {
 
     // ---- consents ----------------------------------------------------------------------------
 
-    async fn get_consent(
-        &self,
-        user: &UserId,
-        client: &ClientId,
-        resource: &ResourceId,
-    ) -> Result<Option<Consent>>;
+    async fn get_consent(&self, user: &UserId, client: &ClientId, resource: &ResourceId) -> Result<Option<Consent>>;
     /// Removes a remembered consent and revokes the refresh families it backed.
-    async fn delete_consent(
-        &self,
-        user: &UserId,
-        client: &ClientId,
-        resource: &ResourceId,
-        now: i64,
-    ) -> Result<bool>;
+    async fn delete_consent(&self, user: &UserId, client: &ClientId, resource: &ResourceId, now: i64) -> Result<bool>;
 
     // ---- authorization codes -----------------------------------------------------------------
 
@@ -223,8 +213,7 @@ pub trait Store: Send + Sync + 'static {
     /// the client is marked used.
     async fn rotate_refresh_token(&self, rotation: &Rotation<'_>) -> Result<RotateOutcome>;
     /// A refresh token and its family (for revocation and introspection).
-    async fn get_refresh_token(&self, token_hash: &str)
-    -> Result<Option<(RefreshToken, RefreshFamily)>>;
+    async fn get_refresh_token(&self, token_hash: &str) -> Result<Option<(RefreshToken, RefreshFamily)>>;
     async fn get_family(&self, id: &FamilyId) -> Result<Option<RefreshFamily>>;
     /// Revokes a family (idempotent); `false` when no such family.
     async fn revoke_family(&self, id: &FamilyId, now: i64) -> Result<bool>;
@@ -238,8 +227,7 @@ pub trait Store: Send + Sync + 'static {
     // ---- client assertions (private_key_jwt, RFC 7523 §3 single-use jti) --------------------
 
     /// Records an assertion `jti`; `false` when it was already seen for this client.
-    async fn record_assertion_jti(&self, client: &ClientId, jti: &str, expires_at: i64)
-    -> Result<bool>;
+    async fn record_assertion_jti(&self, client: &ClientId, jti: &str, expires_at: i64) -> Result<bool>;
 
     // ---- signing keys ------------------------------------------------------------------------
 
@@ -261,12 +249,7 @@ pub trait Store: Send + Sync + 'static {
     /// expiry or idle since `session_idle_cutoff`), refresh tokens and families, revoked-jti
     /// entries, assertion jtis, and dynamic clients never used and created before
     /// `unused_client_cutoff`.
-    async fn purge_expired(
-        &self,
-        now: i64,
-        session_idle_cutoff: i64,
-        unused_client_cutoff: i64,
-    ) -> Result<PurgeStats>;
+    async fn purge_expired(&self, now: i64, session_idle_cutoff: i64, unused_client_cutoff: i64) -> Result<PurgeStats>;
 }
 
 /// A shared, dynamically dispatched store.

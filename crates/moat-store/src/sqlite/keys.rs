@@ -1,0 +1,49 @@
+//! Signing keys, stored with the private key sealed under the master key (DESIGN.md §4).
+
+use moat_core::model::SigningKeyRecord;
+
+use super::rows::{self, signing_key_columns};
+use super::{SqliteStore, commit};
+use crate::Result;
+use crate::codec::db_error;
+
+pub(super) async fn insert(s: &SqliteStore, k: &SigningKeyRecord) -> Result<()> {
+    let mut tx = s.begin_write().await?;
+    sqlx::query(concat!("INSERT INTO signing_keys (", signing_key_columns!(), ") VALUES (?, ?, ?, ?, ?, ?, ?, ?)"))
+        .bind(&k.kid)
+        .bind(&k.alg)
+        .bind(&k.encrypted_private_key)
+        .bind(&k.public_jwk)
+        .bind(k.created_at)
+        .bind(k.activates_at)
+        .bind(k.retires_at)
+        .bind(k.unpublish_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| db_error("insert signing key", e))?;
+    commit(tx, "insert signing key").await
+}
+
+/// Oldest first (by creation, then activation, then kid for a stable order within a second).
+pub(super) async fn list(s: &SqliteStore) -> Result<Vec<SigningKeyRecord>> {
+    sqlx::query(concat!("SELECT ", signing_key_columns!(), " FROM signing_keys ORDER BY created_at, activates_at, kid"))
+        .fetch_all(&s.reader)
+        .await
+        .map_err(|e| db_error("list signing keys", e))?
+        .iter()
+        .map(rows::signing_key)
+        .collect()
+}
+
+pub(super) async fn retire(s: &SqliteStore, kid: &str, retires_at: i64, unpublish_at: i64) -> Result<bool> {
+    let mut tx = s.begin_write().await?;
+    let done = sqlx::query("UPDATE signing_keys SET retires_at = ?, unpublish_at = ? WHERE kid = ?")
+        .bind(retires_at)
+        .bind(unpublish_at)
+        .bind(kid)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| db_error("retire signing key", e))?;
+    commit(tx, "retire signing key").await?;
+    Ok(done.rows_affected() > 0)
+}

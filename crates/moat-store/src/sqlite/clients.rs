@@ -115,8 +115,9 @@ pub(super) async fn set_disabled(s: &SqliteStore, id: &ClientId, disabled: bool,
     Ok(true)
 }
 
-/// Codes, consents, pending requests, families and tokens cascade; the client's seen assertion
-/// jtis (not a foreign key) are removed explicitly.
+/// Codes, consents, pending requests, families and tokens cascade. Seen assertion jtis are
+/// deliberately kept until they expire: a CIMD client id (a URL) can come back, and its old
+/// assertions must stay single-use (RFC 7523 §3).
 pub(super) async fn delete(s: &SqliteStore, id: &ClientId) -> Result<bool> {
     let mut tx = s.begin_write().await?;
     let done = sqlx::query("DELETE FROM clients WHERE id = ?")
@@ -124,11 +125,6 @@ pub(super) async fn delete(s: &SqliteStore, id: &ClientId) -> Result<bool> {
         .execute(&mut *tx)
         .await
         .map_err(|e| db_error("delete client", e))?;
-    sqlx::query("DELETE FROM assertion_jtis WHERE client_id = ?")
-        .bind(id.as_str())
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| db_error("delete client assertion jtis", e))?;
     commit(tx, "delete client").await?;
     Ok(done.rows_affected() > 0)
 }

@@ -289,6 +289,8 @@ pub async fn client_delete_cascades(store: DynStore) {
     assert!(store.get_user(&w.user.id).await.unwrap().is_some());
     assert!(store.get_resource(&w.resource.id).await.unwrap().is_some());
     assert!(!store.delete_client(&w.client.id).await.unwrap());
+    // Seen assertion jtis outlive the client (a CIMD id can come back): still single-use.
+    assert!(!store.record_assertion_jti(&w.client.id, "jti-1", NOW + 60).await.unwrap());
 }
 
 // ---- users -----------------------------------------------------------------------------------

@@ -1,0 +1,116 @@
+//! Client authentication at the token, revocation and introspection endpoints (RFC 6749 §2.3):
+//! `client_secret_basic`, `client_secret_post`, and `none` for public clients.
+
+use axum::http::{HeaderMap, header};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use moat_core::OAuthError;
+use moat_core::ids::ClientId;
+use moat_core::model::{AuthMethod, Client, Resource};
+
+use crate::crypto::{ct_eq, sha256_hex};
+use crate::http::{OAuthJsonError, Params};
+use crate::state::{AppState, now};
+
+/// The `WWW-Authenticate` challenge sent with `invalid_client` when the client used the
+/// `Authorization` header (RFC 6749 §5.2).
+pub const BASIC_CHALLENGE: &str = "Basic realm=\"moat\", charset=\"UTF-8\"";
+
+/// What the request presented.
+struct Presented {
+    client_id: String,
+    secret: Option<String>,
+    via_header: bool,
+}
+
+fn form_decode(s: &str) -> Option<String> {
+    // RFC 6749 §2.3.1: id and secret are form-urlencoded before being placed in the header.
+    let mut out = None;
+    for (k, v) in form_urlencoded::parse(format!("x={s}").as_bytes()) {
+        if k == "x" {
+            out = Some(v.into_owned());
+        }
+    }
+    out
+}
+
+fn presented(headers: &HeaderMap, params: &Params) -> Result<Presented, OAuthJsonError> {
+    let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    if params.get("client_assertion").is_some() || params.get("client_assertion_type").is_some() {
+        return Err(OAuthJsonError::new(OAuthError::invalid_client(
+            "client assertions (private_key_jwt) are not supported for this client",
+        )));
+    }
+    if let Some(auth) = auth {
+        let Some(b64) = auth.strip_prefix("Basic ").or_else(|| auth.strip_prefix("basic ")) else {
+            return Err(OAuthJsonError::new(OAuthError::invalid_client("unsupported Authorization scheme"))
+                .with_challenge(BASIC_CHALLENGE));
+        };
+        let bad = || {
+            OAuthJsonError::new(OAuthError::invalid_client("malformed Basic credentials"))
+                .with_challenge(BASIC_CHALLENGE)
+        };
+        let decoded = STANDARD.decode(b64.trim()).map_err(|_| bad())?;
+        let decoded = String::from_utf8(decoded).map_err(|_| bad())?;
+        let (id, secret) = decoded.split_once(':').ok_or_else(bad)?;
+        let (id, secret) = (form_decode(id).ok_or_else(bad)?, form_decode(secret).ok_or_else(bad)?);
+        // RFC 6749 §2.3: a client must not use more than one authentication method.
+        if params.get("client_secret").is_some() {
+            return Err(OAuthError::invalid_request("use only one client authentication method").into());
+        }
+        if params.get("client_id").is_some_and(|b| b != id) {
+            return Err(OAuthError::invalid_request("client_id does not match the Authorization header").into());
+        }
+        return Ok(Presented { client_id: id, secret: Some(secret), via_header: true });
+    }
+    let client_id = params
+        .get("client_id")
+        .ok_or_else(|| OAuthJsonError::new(OAuthError::invalid_client("client authentication is required")))?;
+    Ok(Presented {
+        client_id: client_id.to_owned(),
+        secret: params.get("client_secret").map(str::to_owned),
+        via_header: false,
+    })
+}
+
+/// Authenticates the client of a request to `resource`'s endpoints. Public clients identify
+/// themselves with `client_id` only; confidential clients must present their secret.
+pub async fn authenticate(
+    state: &AppState,
+    resource: &Resource,
+    headers: &HeaderMap,
+    params: &Params,
+) -> Result<Client, OAuthJsonError> {
+    let p = presented(headers, params)?;
+    let fail = |msg: &str| {
+        let e = OAuthJsonError::new(OAuthError::invalid_client(msg));
+        if p.via_header { e.with_challenge(BASIC_CHALLENGE) } else { e }
+    };
+    let Some(id) = ClientId::parse(&p.client_id) else {
+        return Err(fail("unknown client"));
+    };
+    let client = match state.store.get_client(&id).await {
+        Ok(Some(c)) => c,
+        Ok(None) => return Err(fail("unknown client")),
+        Err(e) => return Err(OAuthJsonError::internal("loading client", e)),
+    };
+    if client.resource_id != resource.id || client.disabled {
+        return Err(fail("unknown client"));
+    }
+    match (client.auth_method, &p.secret) {
+        (AuthMethod::None, None) => Ok(client),
+        (AuthMethod::None, Some(_)) => Err(fail("this client is public and has no secret")),
+        (AuthMethod::ClientSecretBasic | AuthMethod::ClientSecretPost, Some(secret)) => {
+            let ok = client
+                .secret_hash
+                .as_deref()
+                .is_some_and(|h| ct_eq(sha256_hex(secret.as_bytes()).as_bytes(), h.as_bytes()));
+            let expired = client.secret_expires_at.is_some_and(|t| t > 0 && now() >= t);
+            if ok && !expired { Ok(client) } else { Err(fail("client authentication failed")) }
+        }
+        (AuthMethod::ClientSecretBasic | AuthMethod::ClientSecretPost, None) => {
+            Err(fail("client authentication is required"))
+        }
+        (AuthMethod::PrivateKeyJwt, _) => Err(fail("this client must authenticate with private_key_jwt")),
+    }
+}

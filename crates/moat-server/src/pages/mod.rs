@@ -1,0 +1,99 @@
+//! Server-rendered HTML pages (askama): login, consent, logout, errors. They work without
+//! JavaScript, carry strict security headers (DESIGN.md §10) and protect every form against
+//! CSRF with a per-form token bound to the browser and the pending request, plus the
+//! `Sec-Fetch-Site` check.
+
+mod consent;
+mod login;
+mod logout;
+
+use askama::Template;
+use axum::Router;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use crate::http::page_security_headers;
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/login", get(login::show).post(login::submit))
+        .route("/consent", get(consent::show).post(consent::submit))
+        .route("/logout", get(logout::show).post(logout::submit))
+        .route("/assets/moat.css", get(stylesheet))
+}
+
+#[derive(Template)]
+#[template(path = "message.html")]
+struct MessagePage<'a> {
+    brand: &'a str,
+    title: &'a str,
+    message: &'a str,
+    logout_csrf: Option<String>,
+}
+
+/// Renders a template with the page security headers.
+pub fn render(status: StatusCode, page: &impl Template) -> Response {
+    match page.render() {
+        Ok(html) => {
+            let mut resp = (status, axum::response::Html(html)).into_response();
+            page_security_headers(resp.headers_mut());
+            resp
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "rendering a page failed");
+            let mut resp = (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response();
+            page_security_headers(resp.headers_mut());
+            resp
+        }
+    }
+}
+
+/// A page explaining an error to the user (never a redirect).
+pub fn error_page(state: &AppState, status: StatusCode, title: &str, message: &str) -> Response {
+    render(status, &MessagePage { brand: &state.config.brand_name, title, message, logout_csrf: None })
+}
+
+/// Logs an internal error with context and shows an opaque error page.
+pub fn internal_error(state: &AppState, context: &str, err: impl std::fmt::Display) -> Response {
+    tracing::error!(error = %err, "{context}");
+    error_page(
+        state,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "Something went wrong",
+        "Moat could not complete this step. Please try again in a moment.",
+    )
+}
+
+fn message_page(state: &AppState, title: &str, message: &str, logout_csrf: Option<String>) -> Response {
+    render(StatusCode::OK, &MessagePage { brand: &state.config.brand_name, title, message, logout_csrf })
+}
+
+/// CSRF token for a form: an HMAC over the form's purpose and what it is bound to.
+fn csrf_token(state: &AppState, parts: &[&str]) -> String {
+    let bytes: Vec<&[u8]> = parts.iter().map(|p| p.as_bytes()).collect();
+    state.derived.csrf.sign_b64(&bytes)
+}
+
+fn csrf_valid(state: &AppState, parts: &[&str], presented: Option<&str>) -> bool {
+    let bytes: Vec<&[u8]> = parts.iter().map(|p| p.as_bytes()).collect();
+    presented.is_some_and(|t| state.derived.csrf.verify_b64(&bytes, t))
+}
+
+fn forbidden(state: &AppState) -> Response {
+    error_page(
+        state,
+        StatusCode::FORBIDDEN,
+        "This form could not be accepted",
+        "The form was not submitted from this site, or it has expired. Go back and try again.",
+    )
+}
+
+async fn stylesheet() -> Response {
+    let mut resp =
+        ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], include_str!("../../assets/moat.css")).into_response();
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600"));
+    resp.headers_mut().insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    resp
+}

@@ -1,0 +1,15 @@
+//! moat-server integration tests: each test spawns a real Moat on 127.0.0.1:0 with its own
+//! SQLite database and talks to it over HTTP, walking flows through the real HTML forms.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod helpers;
+
+mod authorize;
+mod bad_input;
+mod cli;
+mod discovery;
+mod flows;
+mod pages;
+mod refresh;
+mod registration;
+mod token;

@@ -21,9 +21,15 @@ MOAT_BIN="${MOAT_BIN:-target/debug/moat}"
 case "$MOAT_BIN" in /*) ;; *) MOAT_BIN="$REPO_DIR/$MOAT_BIN" ;; esac
 export MOAT_BIN
 
-SUITES=(conformance_as)
+SUITES=(browser_helper conformance_as)
 
 # ---- suites ------------------------------------------------------------------------------------
+
+# The shared headless-browser helper itself, against Moat's real pages (approve, deny, wrong
+# password, error page, unreachable callback, CLI contract).
+suite_browser_helper() {
+    "$NODE22" --test --test-reporter=spec "$E2E_DIR/browser-helper.test.mjs"
+}
 
 # Official MCP conformance suite, `authorization` scenarios, public + confidential client.
 suite_conformance_as() {

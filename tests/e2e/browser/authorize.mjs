@@ -203,7 +203,7 @@ export async function authorize(opts) {
 
       if (kind === 'login') {
         if (pages.includes('login')) {
-          await fail(`Moat showed the login page again after signing in as ${email}:\n${await visibleText()}`);
+          await fail(`Moat showed the login page again after signing in as ${email}\n  page text:\n${indent(await visibleText())}`);
         }
         pages.push('login');
         log(`login page: signing in as ${email}`);
@@ -213,13 +213,13 @@ export async function authorize(opts) {
         await navigate('submitting the login form', () => form.locator('button[type="submit"], input[type="submit"]').first().click());
       } else if (kind === 'consent') {
         if (pages.includes('consent')) {
-          await fail(`Moat showed the consent page again after "${decision}":\n${await visibleText()}`);
+          await fail(`Moat showed the consent page again after "${decision}"\n  page text:\n${indent(await visibleText())}`);
         }
         pages.push('consent');
         log(`consent page: pressing "${decision}"`);
         const button = page.locator(`form[action$="/consent"] button[name="decision"][value="${decision}"]`);
         if ((await button.count()) !== 1) {
-          await fail(`the consent page has no single button name="decision" value="${decision}":\n${await visibleText()}`);
+          await fail(`the consent page has no single button name="decision" value="${decision}"\n  page text:\n${indent(await visibleText())}`);
         }
         await navigate(`pressing "${decision}" on the consent page`, () => button.click());
       } else {
@@ -230,10 +230,8 @@ export async function authorize(opts) {
     }
 
     if (!callbackOutcome.ok) {
-      await fail(
-        `Moat redirected to ${callbackOutcome.url}, but the browser could not load it: ${callbackOutcome.error} ` +
-          `(is the client's callback server listening?)`,
-      );
+      const hint = /CONNECTION_REFUSED/.test(callbackOutcome.error) ? " (is the client's callback server listening?)" : '';
+      await fail(`Moat redirected to ${callbackOutcome.url}, but the browser could not load it: ${callbackOutcome.error}${hint}`);
     }
     log(`redirected to the client (HTTP ${callbackOutcome.status} from its callback)`);
     return { finalUrl: callbackOutcome.url, pages };

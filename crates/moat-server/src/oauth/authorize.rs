@@ -190,7 +190,11 @@ async fn start(state: &AppState, resource_id: &str, raw: &[u8], headers: &Header
     if let Err(e) = state.store.create_authorization_request(&req).await {
         return pages::internal_error(state, "storing an authorization request", e);
     }
+    // OpenID Connect Core §3.1.2.1: `prompt=login` must re-authenticate the user. Every session
+    // that exists when the request starts predates it, so none counts here (comparing
+    // `auth_time` with `created_at` alone lets a login from the same second through).
     let session = match flow::current_session(state, headers).await {
+        Ok(_) if Prompt::parse(prompt).unwrap_or_default().login => None,
         Ok(s) => s,
         Err(e) => return pages::internal_error(state, "loading a session", e),
     };

@@ -2,6 +2,8 @@
 //! that walks the login and consent forms, and token helpers.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::process::Stdio;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -12,12 +14,15 @@ use moat_server::{Application, passwords};
 use moat_store::DynStore;
 use reqwest::redirect::Policy;
 use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt as _;
 use tokio::sync::oneshot;
 
 pub const PASSWORD: &str = "correct horse battery staple";
 
 pub struct TestApp {
     pub base: String,
+    /// The address the server listens on (differs from `base` when `MOAT_PUBLIC_URL` is set).
+    pub addr: SocketAddr,
     pub store: DynStore,
     pub dir: tempfile::TempDir,
     pub db_url: String,
@@ -44,12 +49,13 @@ impl TestApp {
         let config = Config::load_with(None, &|k| map.get(k).cloned(), &overrides).unwrap();
         let app = Application::build(config).await.unwrap();
         let base = app.base_url().to_owned();
+        let addr = app.local_addr();
         let store = app.store();
         let (tx, rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(app.run_until(async move {
             let _ = rx.await;
         }));
-        Self { base, store, dir, db_url, shutdown: Some(tx), handle: Some(handle) }
+        Self { base, addr, store, dir, db_url, shutdown: Some(tx), handle: Some(handle) }
     }
 
     /// Stops the server gracefully and waits for it.
@@ -128,6 +134,18 @@ impl TestApp {
         public: bool,
         grants: &[GrantType],
     ) -> (Client, Option<String>) {
+        self.client_with(r, redirect_uris, public, grants, |_| {}).await
+    }
+
+    /// As [`TestApp::client`], with `f` adjusting the client before it is stored.
+    pub async fn client_with(
+        &self,
+        r: &Resource,
+        redirect_uris: &[&str],
+        public: bool,
+        grants: &[GrantType],
+        f: impl FnOnce(&mut Client),
+    ) -> (Client, Option<String>) {
         let secret = (!public).then(random_secret);
         let c = Client {
             id: ClientId::generate(),
@@ -147,6 +165,8 @@ impl TestApp {
             updated_at: 0,
             last_used_at: None,
         };
+        let mut c = c;
+        f(&mut c);
         self.store.create_client(&c).await.unwrap();
         (c, secret)
     }
@@ -164,15 +184,87 @@ impl TestApp {
     }
 
     pub async fn post_form(&self, url: &str, form: &[(&str, &str)], basic: Option<(&str, &str)>) -> (u16, Value) {
-        let mut req = self.http().post(url).form(form);
-        if let Some((id, secret)) = basic {
-            req = req.basic_auth(id, Some(secret));
-        }
-        let resp = req.send().await.unwrap();
+        let resp = self.post_form_resp(url, form, basic).await;
         let status = resp.status().as_u16();
         let body = resp.text().await.unwrap();
         (status, serde_json::from_str(&body).unwrap_or(Value::String(body)))
     }
+
+    /// POSTs a form and returns the raw response (for header assertions).
+    pub async fn post_form_resp(
+        &self,
+        url: &str,
+        form: &[(&str, &str)],
+        basic: Option<(&str, &str)>,
+    ) -> reqwest::Response {
+        let mut req = self.http().post(url).form(form);
+        if let Some((id, secret)) = basic {
+            req = req.basic_auth(id, Some(secret));
+        }
+        req.send().await.unwrap()
+    }
+
+    /// A `refresh_token` grant for a public client (`client_id` in the body).
+    pub async fn refresh(&self, r: &Resource, client_id: &str, rt: &str, extra: &[(&str, &str)]) -> (u16, Value) {
+        let mut form = vec![("grant_type", "refresh_token"), ("refresh_token", rt), ("client_id", client_id)];
+        form.extend_from_slice(extra);
+        self.token(r, &form, None).await
+    }
+
+    /// GETs `url` without following redirects: status, `Location` (if any) and body.
+    pub async fn get_raw(&self, url: &str) -> (u16, Option<String>, String) {
+        let resp = self.http().get(url).send().await.unwrap();
+        let status = resp.status().as_u16();
+        let loc = resp.headers().get("location").map(|l| l.to_str().unwrap().to_owned());
+        (status, loc, resp.text().await.unwrap())
+    }
+
+    /// GETs `url` and parses the body as JSON (asserting 200).
+    pub async fn get_json(&self, url: &str) -> Value {
+        let resp = self.http().get(url).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "GET {url}");
+        resp.json().await.unwrap()
+    }
+
+    /// Runs the real `moat` binary against this app's database and public URL, with
+    /// `MOAT_MASTER_KEY` unset (so it uses the key file beside the database), in the app's
+    /// directory (no stray `moat.toml`), with `env` added and `stdin` piped in.
+    pub async fn moat(&self, args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> CliOutput {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_moat"));
+        cmd.arg("--database").arg(&self.db_url).arg("--public-url").arg(&self.base).args(args);
+        for var in ["MOAT_MASTER_KEY", "MOAT_CONFIG", "MOAT_DATABASE_URL", "MOAT_PUBLIC_URL", "MOAT_MASTER_KEY_FILE"] {
+            cmd.env_remove(var);
+        }
+        cmd.envs(env.iter().copied()).current_dir(self.dir.path());
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let mut pipe = child.stdin.take().unwrap();
+        if let Some(input) = stdin {
+            pipe.write_all(input.as_bytes()).await.unwrap();
+        }
+        drop(pipe);
+        let out = child.wait_with_output().await.unwrap();
+        CliOutput {
+            success: out.status.success(),
+            stdout: String::from_utf8(out.stdout).unwrap(),
+            stderr: String::from_utf8(out.stderr).unwrap(),
+        }
+    }
+
+    /// As [`TestApp::moat`], asserting success and parsing stdout as JSON.
+    pub async fn moat_json(&self, args: &[&str]) -> Value {
+        let out = self.moat(args, &[], None).await;
+        assert!(out.success, "moat {args:?} failed: {}", out.stderr);
+        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("moat {args:?}: {e}: {}", out.stdout))
+    }
+}
+
+/// What a `moat` command printed.
+#[derive(Debug)]
+pub struct CliOutput {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
 }
 
 /// A PKCE pair.
@@ -202,6 +294,61 @@ pub fn authorize_url(issuer: &str, client_id: &str, redirect_uri: &str, pkce: &P
         ser.append_pair(k, v);
     }
     format!("{issuer}/oauth/authorize?{}", ser.finish())
+}
+
+/// An authorization request URL with exactly `pairs` as its query.
+pub fn authz_url(issuer: &str, pairs: &[(&str, &str)]) -> String {
+    let mut ser = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        ser.append_pair(k, v);
+    }
+    format!("{issuer}/oauth/authorize?{}", ser.finish())
+}
+
+/// Asserts `loc` is an error authorization response to `redirect` with `error`, `state` and
+/// `iss` (RFC 6749 §4.1.2.1, RFC 9207); returns its parameters.
+pub fn expect_error_redirect(
+    loc: &str,
+    redirect: &str,
+    error: &str,
+    state: Option<&str>,
+    iss: &str,
+) -> HashMap<String, String> {
+    assert!(loc.starts_with(&format!("{redirect}?")), "redirected to {loc}, expected {redirect}");
+    let q = query_of(loc);
+    assert_eq!(q.get("error").map(String::as_str), Some(error), "{loc}");
+    assert_eq!(q.get("state").map(String::as_str), state, "state in {loc}");
+    assert_eq!(q.get("iss").map(String::as_str), Some(iss), "iss in {loc}");
+    assert!(!q.contains_key("code"), "{loc}");
+    q
+}
+
+/// Whether a step is Moat's login page.
+pub fn is_login_page(step: &Step) -> bool {
+    matches!(step, Step::Page(200, html) if html.contains("action=\"/login\""))
+}
+
+/// Whether a step is Moat's consent page.
+pub fn is_consent_page(step: &Step) -> bool {
+    matches!(step, Step::Page(200, html) if html.contains("action=\"/consent\""))
+}
+
+/// Walks an authorization with `browser` (login and approval as needed) and returns the code
+/// and the PKCE pair, without redeeming it.
+pub async fn authorize_code(
+    app: &TestApp,
+    browser: &Browser,
+    r: &Resource,
+    client_id: &str,
+    redirect: &str,
+    email: &str,
+    extra: &[(&str, &str)],
+) -> (String, Pkce) {
+    let pkce = Pkce::new();
+    let loc =
+        browser.authorize(&authorize_url(&app.issuer(r), client_id, redirect, &pkce, extra), email, "approve").await;
+    let code = query_of(&loc).remove("code").unwrap_or_else(|| panic!("no code in {loc}"));
+    (code, pkce)
 }
 
 /// Query parameters of a URL.

@@ -97,7 +97,9 @@ pub fn decide(f: &RotationFacts<'_>) -> RotationDecision {
         }
     }
     if let Some(rotated_at) = f.token.rotated_at {
-        let within_grace = f.now.saturating_sub(rotated_at) <= f.grace;
+        // Times are whole seconds, so `<=` alone would let a grace of 0 still accept a replay
+        // in the same second; 0 means the operator turned the window off (DESIGN.md §4).
+        let within_grace = f.grace > 0 && f.now.saturating_sub(rotated_at) <= f.grace;
         let successor_unused = f.successor.is_some_and(|s| s.rotated_at.is_none());
         return if within_grace && successor_unused { ReplayWithinGrace } else { RevokeFamily };
     }
@@ -152,6 +154,7 @@ mod tests {
         client_active: bool,
         user_active: bool,
         now: i64,
+        grace: i64,
     }
 
     impl Case {
@@ -168,6 +171,7 @@ mod tests {
                 client_active: true,
                 user_active: true,
                 now: 100,
+                grace: 60,
             }
         }
 
@@ -181,7 +185,7 @@ mod tests {
                 user_active: self.user_active,
                 consent_scopes: self.consent.as_deref(),
                 now: self.now,
-                grace: 60,
+                grace: self.grace,
             })
         }
     }
@@ -215,6 +219,18 @@ mod tests {
         c.tok.rotated_at = Some(10);
         c.succ = Some(c.tok.clone());
         c.succ.as_mut().unwrap().rotated_at = None;
+        assert_eq!(c.decide(), RotationDecision::RevokeFamily);
+    }
+
+    #[test]
+    fn zero_grace_means_no_replay_even_in_the_same_second() {
+        let mut c = Case::new();
+        c.grace = 0;
+        c.tok.rotated_at = Some(c.now);
+        let mut s = c.tok.clone();
+        s.token_hash = "h2".into();
+        s.rotated_at = None;
+        c.succ = Some(s);
         assert_eq!(c.decide(), RotationDecision::RevokeFamily);
     }
 

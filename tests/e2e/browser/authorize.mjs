@@ -9,7 +9,7 @@
 //        [--decision approve|deny] [--expect-redirect-prefix URL] [--timeout-ms N] [--quiet]
 //   prints one JSON line {"finalUrl": "...", "pages": ["login","consent"]} on stdout; progress on
 //   stderr; exit 1 with a clear message (and a screenshot in tests/e2e/.work/) on failure, 2 on
-//   bad arguments.
+//   bad arguments. Works with the machine's Node 20 as well as with Node 22.
 //
 // What it does: launches /usr/bin/chromium headless with a fresh profile, opens the authorization
 // URL, signs in on Moat's login page if it is shown (fields `email`, `password`), presses the
@@ -18,6 +18,8 @@
 // client's loopback callback server really receives the code. Any other page (Moat's error pages,
 // a repeated login page after a wrong password, a redirect that cannot be loaded) is a failure
 // that quotes the page's visible text.
+// Limits: the redirect URI must be http(s) (a browser cannot load a private-use scheme such as
+// com.example.app:/cb); ports Chromium calls unsafe (1, 9, 6000, …) cannot be used.
 
 import { mkdtemp, mkdir, rm } from 'node:fs/promises';
 import { realpathSync } from 'node:fs';
@@ -150,7 +152,7 @@ export async function authorize(opts) {
       // page.goto throws when the navigation itself fails (e.g. a redirect straight to a callback
       // that refused the connection); the callback outcome below says so more precisely.
       if (!callbackOutcome) await Promise.race([callbackSeen, sleep(500)]);
-      if (!callbackOutcome) await fail(`${what} failed: ${e.message}`);
+      if (!callbackOutcome) await fail(`${what} failed: ${stripAnsi(e.message)}`);
     }
     let timer;
     const timedOut = new Promise((resolve) => {
@@ -262,6 +264,10 @@ function indent(text) {
     .split('\n')
     .map((l) => `    ${l}`)
     .join('\n');
+}
+
+function stripAnsi(text) {
+  return String(text).replace(/\x1b\[[0-9;]*m/g, '');
 }
 
 function sleep(ms) {

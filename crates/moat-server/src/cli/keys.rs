@@ -1,5 +1,6 @@
 //! `moat keys …`: list and rotate signing keys.
 
+use anyhow::Context as _;
 use clap::Subcommand;
 use serde_json::{Value, json};
 
@@ -31,8 +32,18 @@ pub enum KeysCmd {
 pub async fn run(cmd: KeysCmd, ctx: &Ctx) -> anyhow::Result<()> {
     match cmd {
         KeysCmd::Rotate { alg, json } => {
-            let master = MasterKey::load(&ctx.config, true)?;
+            // The new key must be sealed with the master key that sealed the stored ones: a
+            // made-up or foreign master key would store a key no server can open and leave the
+            // next start unable to load the key set. So a master key is generated only when no
+            // key exists yet, and it must open every stored key (DESIGN.md §4, §7).
+            let existing = ctx.store.list_signing_keys().await?;
+            let master = MasterKey::load(&ctx.config, existing.is_empty())?;
             let sealer = Sealer::new(master.derive("signing-key-encryption"))?;
+            for k in &existing {
+                sealer.open(&k.encrypted_private_key, k.kid.as_bytes()).with_context(|| {
+                    format!("the master key does not open signing key {} (wrong MOAT_MASTER_KEY or key file?)", k.kid)
+                })?;
+            }
             let alg = alg.unwrap_or(ctx.config.signing_alg);
             let rec =
                 crate::keys::rotate(&ctx.store, &sealer, alg, now(), ctx.config.key_publish_delay_seconds).await?;

@@ -1,8 +1,8 @@
 //! Backend-agnostic conversions between domain values and their column representations, shared
 //! by every SQL backend so SQLite and PostgreSQL store exactly the same shapes (DESIGN.md §7):
 //! scope lists as space-joined text, other lists and documents as JSON text, booleans as 0/1
-//! integers, typed ids parsed back strictly. Also the mapping of driver errors to
-//! [`StoreError`].
+//! integers (INTEGER in SQLite, SMALLINT in PostgreSQL), typed ids parsed back strictly. Also
+//! the mapping of driver errors to [`StoreError`].
 
 use moat_core::ids::{ClientId, FamilyId, ResourceId, UserId};
 use moat_core::model::{AuthMethod, ClientKind, GrantType, ScopeDef};
@@ -29,12 +29,31 @@ pub(crate) fn int_to_bool(i: i64) -> bool {
     i != 0
 }
 
+/// Audit page size: `limit: 0` (the `AuditQuery` default) means 100, and at most 1000 events
+/// are served per page.
+pub(crate) fn audit_page_size(limit: u32) -> i64 {
+    const DEFAULT_PAGE: u32 = 100;
+    const MAX_PAGE: u32 = 1000;
+    i64::from(match limit {
+        0 => DEFAULT_PAGE,
+        n => n.min(MAX_PAGE),
+    })
+}
+
 pub(crate) fn to_json<T: Serialize + ?Sized>(value: &T, what: &str) -> Result<String> {
     serde_json::to_string(value).map_err(|e| StoreError::Backend(format!("encoding {what}: {e}")))
 }
 
 pub(crate) fn from_json<T: DeserializeOwned>(text: &str, what: &str) -> Result<T> {
     serde_json::from_str(text).map_err(|e| StoreError::Backend(format!("corrupt row: cannot decode {what}: {e}")))
+}
+
+/// The canonical form of a resource's server URL, stored in the unique `server_url_canonical`
+/// column (DESIGN.md §8: lowercase scheme and host, default port dropped, trailing slash
+/// ignored).
+pub(crate) fn canonical_server_url(server_url: &str) -> Result<String> {
+    moat_core::url::canonical_resource(server_url)
+        .map_err(|e| StoreError::Backend(format!("resource server URL is not valid: {e}")))
 }
 
 pub(crate) fn scope_defs_to_json(defs: &[ScopeDef]) -> Result<String> {

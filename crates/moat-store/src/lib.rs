@@ -7,6 +7,7 @@
 //! (`tests/it/conformance.rs`).
 
 mod codec;
+mod rows;
 pub mod sqlite;
 
 use std::sync::Arc;

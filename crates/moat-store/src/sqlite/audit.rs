@@ -4,14 +4,10 @@
 use moat_core::model::AuditEvent;
 use sqlx::{QueryBuilder, Sqlite};
 
-use super::rows::{self, audit_columns};
 use super::{SqliteStore, commit};
-use crate::codec::{db_error, to_json};
+use crate::codec::{audit_page_size, db_error, to_json};
+use crate::rows::{self, audit_columns};
 use crate::{AuditQuery, Result};
-
-/// Page size when the query asks for `limit: 0` (the `Default`), and the largest page served.
-pub(crate) const DEFAULT_PAGE: u32 = 100;
-pub(crate) const MAX_PAGE: u32 = 1000;
 
 /// Appends all events in one transaction; the store assigns increasing ids.
 pub(super) async fn append(s: &SqliteStore, events: &[AuditEvent]) -> Result<()> {
@@ -41,10 +37,6 @@ pub(super) async fn append(s: &SqliteStore, events: &[AuditEvent]) -> Result<()>
 /// Newest first. The WHERE clause only names the filters that are set, so each filter can use
 /// its `(column, id)` index.
 pub(super) async fn list(s: &SqliteStore, q: &AuditQuery) -> Result<Vec<AuditEvent>> {
-    let limit = match q.limit {
-        0 => DEFAULT_PAGE,
-        n => n.min(MAX_PAGE),
-    };
     let mut sql = QueryBuilder::<Sqlite>::new(concat!("SELECT ", audit_columns!(), " FROM audit_events WHERE 1 = 1"));
     if let Some(kind) = &q.kind {
         sql.push(" AND kind = ").push_bind(kind.as_str());
@@ -61,7 +53,7 @@ pub(super) async fn list(s: &SqliteStore, q: &AuditQuery) -> Result<Vec<AuditEve
     if let Some(before) = q.before_id {
         sql.push(" AND id < ").push_bind(before);
     }
-    sql.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(limit));
+    sql.push(" ORDER BY id DESC LIMIT ").push_bind(audit_page_size(q.limit));
     sql.build()
         .fetch_all(&s.reader)
         .await

@@ -3,10 +3,10 @@
 use moat_core::ids::{ClientId, ResourceId};
 use moat_core::model::{Client, ClientKind};
 
-use super::rows::{self, client_columns};
 use super::{SqliteStore, commit};
 use crate::Result;
 use crate::codec::{bool_to_int, db_error, grant_types_to_json, to_json};
+use crate::rows::{self, client_columns};
 
 pub(super) async fn create(s: &SqliteStore, c: &Client) -> Result<()> {
     let mut tx = s.begin_write().await?;

@@ -3,9 +3,9 @@
 
 use moat_core::model::{AuthorizationCode, Consent, NewFamily};
 
-use super::rows::{self, code_columns};
 use super::{MAX_ATTEMPTS, SqliteStore, clients, commit, consents, refresh, rollback};
 use crate::codec::{bool_to_int, db_error, scopes_to_text};
+use crate::rows::{self, code_columns};
 use crate::{CodeCheck, RedeemOutcome, Result, StoreError};
 
 /// Deletes the pending request, stores the code and upserts the consent, all or nothing. The

@@ -4,10 +4,10 @@
 use moat_core::ids::{ClientId, ResourceId, UserId};
 use moat_core::model::Consent;
 
-use super::rows::{self, consent_columns};
 use super::{SqliteStore, commit};
 use crate::Result;
 use crate::codec::{db_error, scopes_from_text, scopes_to_text};
+use crate::rows::{self, consent_columns};
 
 pub(super) async fn get(
     s: &SqliteStore,

@@ -2,10 +2,10 @@
 
 use moat_core::model::SigningKeyRecord;
 
-use super::rows::{self, signing_key_columns};
 use super::{SqliteStore, commit};
 use crate::Result;
 use crate::codec::db_error;
+use crate::rows::{self, signing_key_columns};
 
 pub(super) async fn insert(s: &SqliteStore, k: &SigningKeyRecord) -> Result<()> {
     let mut tx = s.begin_write().await?;

@@ -9,9 +9,9 @@ use moat_core::model::{AuthorizationCode, NewFamily, RefreshFamily, RefreshToken
 use moat_core::refresh::{RotationDecision, RotationFacts, decide, successor_expiry};
 use sqlx::SqliteConnection;
 
-use super::rows::{self, family_columns, token_columns};
 use super::{MAX_ATTEMPTS, SqliteStore, clients, commit, consents, rollback};
 use crate::codec::{db_error, int_to_bool, scopes_to_text};
+use crate::rows::{self, family_columns, token_columns};
 use crate::{Result, RotateOutcome, Rotation, StoreError};
 
 /// Creates the family a redeemed code starts, with its first token. Scopes, user, session,

@@ -3,10 +3,10 @@
 
 use moat_core::model::AuthorizationRequest;
 
-use super::rows::{self, request_columns};
 use super::{SqliteStore, commit};
 use crate::Result;
 use crate::codec::{bool_to_int, db_error, scopes_to_text};
+use crate::rows::{self, request_columns};
 
 pub(super) async fn create(s: &SqliteStore, r: &AuthorizationRequest) -> Result<()> {
     let mut tx = s.begin_write().await?;

@@ -5,19 +5,13 @@
 use moat_core::ids::ResourceId;
 use moat_core::model::Resource;
 
-use super::rows::{self, resource_columns};
 use super::{SqliteStore, commit};
-use crate::codec::{bool_to_int, db_error, scope_defs_to_json, scopes_to_text, to_json};
-use crate::{Result, StoreError};
-
-/// The canonical form stored in the unique `server_url_canonical` column.
-fn canonical(server_url: &str) -> Result<String> {
-    moat_core::url::canonical_resource(server_url)
-        .map_err(|e| StoreError::Backend(format!("resource server URL is not valid: {e}")))
-}
+use crate::Result;
+use crate::codec::{bool_to_int, canonical_server_url, db_error, scope_defs_to_json, scopes_to_text, to_json};
+use crate::rows::{self, resource_columns};
 
 pub(super) async fn create(s: &SqliteStore, r: &Resource) -> Result<()> {
-    let canonical = canonical(&r.server_url)?;
+    let canonical = canonical_server_url(&r.server_url)?;
     let mut tx = s.begin_write().await?;
     sqlx::query(concat!(
         "INSERT INTO resources (",
@@ -65,7 +59,7 @@ pub(super) async fn list(s: &SqliteStore) -> Result<Vec<Resource>> {
 }
 
 pub(super) async fn update(s: &SqliteStore, r: &Resource) -> Result<bool> {
-    let canonical = canonical(&r.server_url)?;
+    let canonical = canonical_server_url(&r.server_url)?;
     let mut tx = s.begin_write().await?;
     // `created_at` is the only immutable field besides the id.
     let done = sqlx::query(

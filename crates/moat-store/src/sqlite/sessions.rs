@@ -2,10 +2,10 @@
 
 use moat_core::model::Session;
 
-use super::rows::{self, session_columns};
 use super::{SqliteStore, commit};
 use crate::Result;
 use crate::codec::db_error;
+use crate::rows::{self, session_columns};
 
 pub(super) async fn create(s: &SqliteStore, x: &Session) -> Result<()> {
     let mut tx = s.begin_write().await?;

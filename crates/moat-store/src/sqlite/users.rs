@@ -3,10 +3,10 @@
 use moat_core::ids::UserId;
 use moat_core::model::User;
 
-use super::rows::{self, user_columns};
 use super::{SqliteStore, commit};
 use crate::Result;
 use crate::codec::{bool_to_int, db_error};
+use crate::rows::{self, user_columns};
 
 pub(super) async fn create(s: &SqliteStore, u: &User) -> Result<()> {
     let mut tx = s.begin_write().await?;

@@ -25,6 +25,11 @@ pub(crate) fn bool_to_int(b: bool) -> i64 {
     i64::from(b)
 }
 
+/// A flag as bound to PostgreSQL's SMALLINT columns (sqlx binds `i16` as `int2`).
+pub(crate) fn bool_to_small(b: bool) -> i16 {
+    i16::from(b)
+}
+
 pub(crate) fn int_to_bool(i: i64) -> bool {
     i != 0
 }

@@ -3,10 +3,11 @@
 //! Everything that must stay consistent across several Moat instances (codes, refresh
 //! families, sessions, consents, registrations) lives behind this trait and is updated
 //! atomically by it; see DESIGN.md §7. Backends: [`sqlite::SqliteStore`] (the zero-setup
-//! default) and, later, a PostgreSQL one. Both must pass the same conformance suite
-//! (`tests/it/conformance.rs`).
+//! default) and [`postgres::PgStore`] (several instances on one database). Both must pass the
+//! same conformance suite (`tests/it/conformance.rs`).
 
 mod codec;
+pub mod postgres;
 mod rows;
 pub mod sqlite;
 
@@ -20,6 +21,7 @@ use moat_core::model::{
     Resource, Session, SigningKeyRecord, User,
 };
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 /// Store failures.
@@ -262,7 +264,7 @@ pub async fn connect(url: &str, options: &ConnectOptions) -> Result<DynStore> {
     if url.starts_with("sqlite:") {
         Ok(Arc::new(SqliteStore::connect(url, options).await?))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Err(StoreError::Backend("the PostgreSQL backend is not available in this build yet".into()))
+        Ok(Arc::new(PgStore::connect(url, options).await?))
     } else {
         Err(StoreError::Backend(format!(
             "unsupported database URL scheme (expected sqlite:// or postgres://): {}",

@@ -4,4 +4,5 @@
 
 mod conformance;
 mod fixtures;
+mod postgres;
 mod sqlite;

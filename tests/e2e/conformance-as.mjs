@@ -1,18 +1,17 @@
-// Runs the official MCP conformance suite's `authorization` scenarios against a real `moat serve`, once with a public and once with a confidential pre-registered client, completing login and consent in headless Chromium.
+// Runs the official MCP conformance suite's `authorization` scenarios against a real `moat serve` with a public pre-registered client, completing login and consent in headless Chromium; then checks a confidential client's code flow through the same pages.
 //
 // Usage (from the repo root, after tests/e2e/setup.sh and `cargo build -p moat-server --bin moat`):
 //   tests/e2e/node_modules/node/bin/node tests/e2e/conformance-as.mjs
 // Env: MOAT_BIN (default target/debug/moat); MOAT_E2E_KEEP=1 keeps the work dir under tests/e2e/.work/ after a pass.
 //
-// Pass criteria: every check of both runs succeeds; the only accepted warning is
+// Pass criteria: every check of the suite succeeds; the only accepted warning is
 // `authorization-server-metadata-cimd` (Moat does not implement Client ID Metadata Documents yet);
 // a warning, failure or skipped check of any other kind fails the run.
-// One known defect of the pinned suite is recognised exactly (see KNOWN_SUITE_DEFECT below): with
-// --client-secret it still authenticates with `none` whenever the metadata lists `none`, so a
-// correct server rejects its token request. That failure is accepted only when it is exactly that
-// one, and only when the harness then proves the confidential client works with
-// client_secret_basic and client_secret_post (and is refused without a secret) through the same
-// real login/consent pages.
+// The suite is not run with --client-secret: conformance 0.2.0-alpha.12 (scenario
+// authorization-code-grant, selectTokenAuthMethod()) authenticates with `none` whenever the
+// metadata lists `none`, even when given a secret, and a correct server must refuse that
+// (RFC 6749 §3.2.1). The confidential client is instead exercised by this harness itself:
+// refused without authentication, accepted with client_secret_basic and client_secret_post.
 // Exit code 0 = pass, 1 = fail.
 
 import { spawn } from 'node:child_process';
@@ -31,18 +30,6 @@ const ACCEPTED_WARNINGS = new Set(['authorization-server-metadata-cimd']);
 const RUN_TIMEOUT_MS = 4 * 60_000;
 const BROWSER_TIMEOUT_MS = 60_000;
 const EMAIL = 'alice@example.com';
-
-// @modelcontextprotocol/conformance 0.2.0-alpha.12, scenario authorization-code-grant,
-// selectTokenAuthMethod(): `if (!clientSecret || authMethods.includes('none')) return 'none'`.
-// Against an AS that supports public clients too, the confidential run therefore redeems its code
-// without authenticating, and RFC 6749 §3.2.1 / OAuth 2.1 §3.2.1 require the AS to refuse that.
-const KNOWN_SUITE_DEFECT = {
-  checkId: 'authorization-code-grant',
-  errorMessage: 'Invalid status code: 401',
-  why:
-    'conformance 0.2.0-alpha.12 authenticates with `none` whenever the metadata lists `none`, even with --client-secret; ' +
-    'Moat rightly answers 401 invalid_client (RFC 6749 §3.2.1)',
-};
 
 const log = (m) => process.stdout.write(`[conformance-as] ${m}\n`);
 
@@ -87,22 +74,10 @@ async function main() {
         throw new Error(`client create --json (confidential) printed no client_secret (keys: ${Object.keys(client).join(', ')})`);
       }
       log(`${kind} client ${client.client_id}, redirect ${redirectUri}`);
-      const run = await runSuite({ label: kind, dir, issuer: resource.issuer, client, cbPort, redirectUri, password });
-      results.push(run);
-
-      if (kind === 'confidential') {
-        const defect = matchKnownDefect(run, client);
-        const check = await confidentialClientCheck({ issuer: resource.issuer, resource, client, redirectUri, password, cbPort });
-        results.push(check);
-        if (defect) {
-          if (check.ok && check.unauthenticatedRefused) {
-            run.ok = true;
-            run.xfail = defect;
-            run.problems = [];
-          } else {
-            run.problems.push('the known suite defect could not be confirmed by the harness check below, so the failure counts');
-          }
-        }
+      if (kind === 'public') {
+        results.push(await runSuite({ label: kind, dir, issuer: resource.issuer, client, cbPort, redirectUri, password }));
+      } else {
+        results.push(await confidentialClientCheck({ issuer: resource.issuer, resource, client, redirectUri, password, cbPort }));
       }
     }
   } catch (e) {
@@ -122,7 +97,7 @@ async function main() {
   for (const r of results) {
     if (r.counts) {
       const c = r.counts;
-      const status = r.xfail ? 'PASS*' : r.ok ? 'PASS' : 'FAIL';
+      const status = r.ok ? 'PASS' : 'FAIL';
       console.log(
         `${status} ${r.label}: ${c.SUCCESS} passed, ${c.FAILURE} failed, ${c.WARNING} warnings` +
           (r.acceptedWarnings.length ? ` (accepted: ${r.acceptedWarnings.join(', ')})` : '') +
@@ -133,7 +108,6 @@ async function main() {
         const warn = s.warnings.length ? `, warnings: ${s.warnings.join(', ')}` : '';
         console.log(`     ${good ? '✓' : '✗'} ${s.name}: ${s.passed} passed, ${s.failed} failed${warn}`);
       }
-      if (r.xfail) console.log(`     * known suite defect, accepted: ${r.xfail}`);
     } else {
       console.log(`${r.ok ? 'PASS' : 'FAIL'} ${r.label}${r.secs ? ` [${r.secs}s]` : ''}`);
       for (const n of r.notes ?? []) console.log(`     ✓ ${n}`);
@@ -282,20 +256,6 @@ async function runSuite({ label, dir, issuer, client, cbPort, redirectUri, passw
     label: `${label} client`, ok, counts, scenarios, problems, acceptedWarnings, failures, metadata, secs,
     exitCode: exit.code, browserOk: browserResult?.ok === true,
   };
-}
-
-/** The suite defect described at KNOWN_SUITE_DEFECT, matched exactly; returns its explanation or null. */
-function matchKnownDefect(run, client) {
-  if (run.ok || !client.client_secret || !run.browserOk || run.exitCode !== 1) return null;
-  const methods = run.metadata?.token_endpoint_auth_methods_supported;
-  if (!Array.isArray(methods) || !methods.includes('none')) return null;
-  if (run.failures.length !== 1) return null;
-  const [f] = run.failures;
-  if (f.id !== KNOWN_SUITE_DEFECT.checkId || f.errorMessage !== KNOWN_SUITE_DEFECT.errorMessage) return null;
-  // Every other problem must be one this very failure causes.
-  const expected = new Set([`FAILURE ${f.id}: ${f.description} — ${f.errorMessage}`, 'the conformance suite exited with code 1']);
-  if (!run.problems.every((p) => expected.has(p))) return null;
-  return KNOWN_SUITE_DEFECT.why;
 }
 
 /**

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod discovery;
+pub mod fetch;
 pub mod http;
 pub mod keys;
 pub mod metrics;

@@ -1,0 +1,8 @@
+//! todo-mcp over real HTTP on loopback: the server is spawned on port 0 against a loopback
+//! stand-in for Moat's key endpoints (moat-guard's `TestAuthority`), and driven with raw
+//! streamable-HTTP JSON-RPC requests carrying minted tokens.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod flows;
+mod security;
+mod support;

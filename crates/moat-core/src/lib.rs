@@ -3,6 +3,7 @@
 //! Everything that decides whether a request is valid under OAuth 2.1 and the MCP authorization
 //! specification lives here so it can be unit- and property-tested in isolation.
 
+pub mod cimd;
 pub mod client_metadata;
 pub mod error;
 pub mod ids;

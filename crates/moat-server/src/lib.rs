@@ -2,12 +2,14 @@
 //! application (discovery, OAuth endpoints, pages), and the `moat` command line.
 
 pub mod audit;
+pub mod cimd;
 pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod discovery;
 pub mod fetch;
 pub mod http;
+pub mod jwk;
 pub mod keys;
 pub mod metrics;
 pub mod oauth;

@@ -46,6 +46,7 @@ pub struct Metrics {
     token_errors: Family<Outcome, Counter>,
     logins: Family<Outcome, Counter>,
     registrations: Family<Outcome, Counter>,
+    cimd: Family<Outcome, Counter>,
     issuance_latency: Family<Outcome, Histogram, fn() -> Histogram>,
 }
 
@@ -64,6 +65,7 @@ impl Metrics {
         let token_errors = Family::<Outcome, Counter>::default();
         let logins = Family::<Outcome, Counter>::default();
         let registrations = Family::<Outcome, Counter>::default();
+        let cimd = Family::<Outcome, Counter>::default();
         let issuance_latency = Family::<Outcome, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
         registry.register("http_requests", "HTTP requests by route, method and status", requests.clone());
         registry.register("http_request_duration_seconds", "HTTP request latency by route", latency.clone());
@@ -76,7 +78,12 @@ impl Metrics {
         );
         registry.register("logins", "Login attempts, by outcome", logins.clone());
         registry.register("registrations", "Dynamic client registrations, by outcome", registrations.clone());
-        Self { registry, requests, latency, tokens_issued, token_errors, logins, registrations, issuance_latency }
+        registry.register(
+            "cimd_events",
+            "Client ID Metadata Document fetches, cache hits and rejections, by outcome",
+            cimd.clone(),
+        );
+        Self { registry, requests, latency, tokens_issued, token_errors, logins, registrations, cimd, issuance_latency }
     }
 
     pub fn token_issued(&self, grant: &str, started: Instant) {
@@ -95,6 +102,10 @@ impl Metrics {
 
     pub fn registration(&self, outcome: &str) {
         self.registrations.get_or_create(&Outcome { kind: outcome.to_owned() }).inc();
+    }
+
+    pub fn cimd(&self, outcome: &str) {
+        self.cimd.get_or_create(&Outcome { kind: outcome.to_owned() }).inc();
     }
 
     /// The text exposition format.

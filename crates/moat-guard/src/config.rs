@@ -9,7 +9,6 @@ use crate::scope::ScopeHierarchy;
 /// Settings of a [`crate::Validator`]. Start from [`ValidatorConfig::new`] (or `Default` with
 /// struct-update syntax) and adjust fields.
 #[derive(Debug, Clone)]
-#[non_exhaustive]
 pub struct ValidatorConfig {
     /// Accepted `iss` values, compared as exact strings (RFC 9068 §4). For Moat this is the
     /// resource's issuer, `{base}/resources/{res_id}`.

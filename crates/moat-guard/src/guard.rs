@@ -20,7 +20,6 @@ use crate::validator::Validator;
 
 /// Settings of a [`Guard`].
 #[derive(Debug, Clone)]
-#[non_exhaustive]
 pub struct GuardConfig {
     /// The exact MCP endpoint URL as registered in Moat (`--server-url`), e.g.
     /// `https://mcp.example.com/mcp`. Published verbatim as the metadata `resource`.
@@ -46,6 +45,14 @@ pub struct GuardConfig {
     /// Overrides the metadata URL put in challenges (default: the path-inserted well-known URL
     /// of `resource`).
     pub resource_metadata_url: Option<String>,
+}
+
+impl Default for GuardConfig {
+    /// Defaults with an empty `resource` (which [`Guard::new`] refuses): for struct-update
+    /// syntax, `GuardConfig { resource, policy, ..Default::default() }`.
+    fn default() -> Self {
+        Self::new(String::new())
+    }
 }
 
 impl GuardConfig {
@@ -337,8 +344,9 @@ impl Guard {
     /// challenge.
     pub fn rejection_response(&self, rejection: &Rejection) -> http::Response<String> {
         let (status, error, description) = match rejection {
+            // RFC 6750 §3.1: no OAuth error code without authentication information.
             Rejection::MissingToken => {
-                (StatusCode::UNAUTHORIZED, "invalid_token", "an access token is required".to_owned())
+                (StatusCode::UNAUTHORIZED, "unauthorized", "an access token is required".to_owned())
             }
             Rejection::InvalidRequest(d) => (StatusCode::UNAUTHORIZED, "invalid_request", (*d).to_owned()),
             Rejection::InvalidToken(e) => (StatusCode::UNAUTHORIZED, "invalid_token", e.to_string()),

@@ -12,7 +12,8 @@
 //! - `feature = "testing"`: [`testing::TestAuthority`], a loopback stand-in for Moat's key
 //!   endpoints that mints tokens in Moat's wire format, for your own tests.
 //!
-//! See `docs/moat-guard.md` for a walkthrough.
+//! Key fetching runs on the tokio runtime (reqwest, `tokio::spawn`): call the validator from
+//! within one. See `docs/moat-guard.md` for a walkthrough.
 
 #[cfg(feature = "axum")]
 mod axum;

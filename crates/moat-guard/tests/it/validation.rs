@@ -241,6 +241,15 @@ async fn config_is_checked() {
     use moat_guard::ConfigError;
     let bad = |c: ValidatorConfig| Validator::new(c).err();
     assert_eq!(bad(ValidatorConfig::default()), Some(ConfigError::NoIssuer));
+    // Struct-literal construction, as DESIGN.md §9 shows it.
+    let literal = ValidatorConfig {
+        issuers: vec!["https://moat.example/resources/res_1".into()],
+        audiences: vec![SERVER.into(), "res_1".into()],
+        jwks_url: Some("https://moat.example/keys".into()),
+        leeway: std::time::Duration::from_secs(10),
+        ..ValidatorConfig::default()
+    };
+    assert!(Validator::new(literal).is_ok());
     assert!(matches!(
         bad(ValidatorConfig::new("http://moat.example/resources/res_1", SERVER)),
         Some(ConfigError::InsecureUrl { .. })

@@ -17,11 +17,11 @@ async fn unknown_kid_triggers_one_refetch_then_rejects() {
     assert_eq!(e.authority.key_fetches(), 1);
 
     // Nothing fetched at construction.
-    let fresh = Validator::new(config(&e.authority).with_jwks_refetch_interval(Duration::from_millis(100))).unwrap();
+    let fresh = Validator::new(config(&e.authority).with_jwks_refetch_interval(Duration::from_secs(1))).unwrap();
     assert_eq!(e.authority.key_fetches(), 1);
     assert!(fresh.validate(&good).await.is_ok());
     assert_eq!(e.authority.key_fetches(), 2);
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
 
     let stranger = TestKey::es256("k-unknown").unwrap();
     let token = e.authority.token(&stranger, SERVER).sign().unwrap();
@@ -77,11 +77,13 @@ async fn futures_join(v: &Validator, tokens: &[String]) -> Vec<Result<moat_guard
 #[tokio::test]
 async fn concurrent_requests_for_a_new_key_share_one_fetch() {
     let e = env().await;
-    let v = Validator::new(config(&e.authority).with_jwks_refetch_interval(Duration::from_millis(200))).unwrap();
+    // A long interval compared with the test's own timing, so that only coalescing (not the
+    // rate limit running out) can explain a single fetch.
+    let v = Validator::new(config(&e.authority).with_jwks_refetch_interval(Duration::from_secs(1))).unwrap();
     assert!(v.validate(&e.authority.token(&e.key, SERVER).sign().unwrap()).await.is_ok());
     let next = TestKey::eddsa("k-next").unwrap();
     e.authority.publish(&next);
-    tokio::time::sleep(Duration::from_millis(250)).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let tokens: Vec<String> =
         (0..50).map(|i| e.authority.token(&next, SERVER).subject(&format!("usr_{i}")).sign().unwrap()).collect();
     let results = futures_join(&v, &tokens).await;

@@ -238,7 +238,9 @@ impl Guard {
         Ok(Self {
             inner: Arc::new(GuardInner {
                 validator,
-                supported: scopes_supported.into_iter().collect(),
+                // "Ours": what the metadata advertises plus every scope the policy names (the
+                // metadata may advertise only the minimal set, e.g. todo:read).
+                supported: scopes_supported.into_iter().chain(config.policy.all_scopes()).collect(),
                 config,
                 metadata,
                 metadata_json,
@@ -416,6 +418,40 @@ mod tests {
         assert!(bearer_token(&headers(&["Bearer"])).is_err());
         assert!(bearer_token(&headers(&["Bearer a b"])).is_err());
         assert!(bearer_token(&headers(&["Bearer a", "Bearer b"])).is_err());
+    }
+
+    #[test]
+    fn step_up_challenge_keeps_the_scopes_already_held() {
+        let validator = match Validator::new(crate::ValidatorConfig::new(
+            "https://moat.example/resources/res_1",
+            "https://mcp.example/mcp",
+        )) {
+            Ok(v) => v,
+            Err(e) => unreachable!("config: {e}"),
+        };
+        // The metadata advertises only the minimal scope; the policy names more.
+        let guard = Guard::new(
+            validator,
+            GuardConfig::new("https://mcp.example/mcp")
+                .with_policy(ScopePolicy::new().tool("add", ["todo:write"]).tool("purge", ["todo:admin"]))
+                .with_scopes_supported(["todo:read"]),
+        );
+        let Ok(guard) = guard else { unreachable!("guard config") };
+        let claims = serde_json::json!({"iss":"i","sub":"s","aud":"a","client_id":"c","jti":"j",
+            "iat":1,"exp":2,"scope":"todo:read todo:write openid"});
+        let serde_json::Value::Object(raw) = claims else { unreachable!() };
+        let claims = Claims::from_verified(raw, vec!["a".into()], &crate::ScopeHierarchy::new());
+        let Ok(claims) = claims else { unreachable!("claims") };
+        let body = serde_json::json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"purge"}});
+        match guard.check_scopes(&claims, Some(&body)) {
+            Err(Rejection::InsufficientScope { scopes, .. }) => {
+                // Needed todo:admin, plus todo:read and todo:write already held; not openid.
+                assert_eq!(scopes, ["todo:admin", "todo:read", "todo:write"]);
+            }
+            other => unreachable!("expected insufficient scope, got {other:?}"),
+        }
+        let add = serde_json::json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add"}});
+        assert_eq!(guard.check_scopes(&claims, Some(&add)), Ok(()));
     }
 
     #[test]

@@ -21,7 +21,7 @@ MOAT_BIN="${MOAT_BIN:-target/debug/moat}"
 case "$MOAT_BIN" in /*) ;; *) MOAT_BIN="$REPO_DIR/$MOAT_BIN" ;; esac
 export MOAT_BIN
 
-SUITES=(browser_helper conformance_as)
+SUITES=(browser_helper conformance_as ts_sdk python_sdk mcp_remote conformance_server negative interop)
 
 # ---- suites ------------------------------------------------------------------------------------
 
@@ -36,6 +36,40 @@ suite_conformance_as() {
     "$NODE22" "$E2E_DIR/conformance-as.mjs"
 }
 
+# MCP clients against todo-mcp protected by a real Moat (each suite starts its own moat serve and
+# todo-mcp; see tests/e2e/README.md). Needs also: cargo build -p todo-mcp (or set TODO_MCP_BIN).
+
+# TypeScript SDK client: DCR, authorization through the real pages, tools, step-up.
+suite_ts_sdk() {
+    "$NODE22" --test --test-reporter=spec "$E2E_DIR/ts-sdk.test.mjs"
+}
+
+# Python SDK client (mcp 2.x): the same flow including step-up; the stack launcher starts Moat and
+# todo-mcp and passes them to the script in MOAT_E2E_STACK.
+suite_python_sdk() {
+    "$NODE22" "$E2E_DIR/lib/stack.mjs" --name python-sdk -- "$PYTHON" "$E2E_DIR/python-sdk.py"
+}
+
+# mcp-remote-client: DCR with its localhost callback, browser step through BROWSER, tools/list.
+suite_mcp_remote() {
+    "$NODE22" --test --test-reporter=spec "$E2E_DIR/mcp-remote.test.mjs"
+}
+
+# Official MCP conformance suite, `server` scenarios, against todo-mcp behind a token proxy.
+suite_conformance_server() {
+    "$NODE22" "$E2E_DIR/conformance-server.mjs"
+}
+
+# Bad tokens and requests against todo-mcp: exact 401/403 challenges.
+suite_negative() {
+    "$NODE22" --test --test-reporter=spec "$E2E_DIR/negative.test.mjs"
+}
+
+# Moat's tokens validated by jose (Node) and PyJWT (Python), for ES256, EdDSA and RS256.
+suite_interop() {
+    "$NODE22" --test --test-reporter=spec "$E2E_DIR/interop.test.mjs"
+}
+
 # ---- prerequisites -----------------------------------------------------------------------------
 
 preflight() {
@@ -47,6 +81,12 @@ preflight() {
     if ((${#missing[@]})); then
         printf 'e2e: missing: %s\n' "${missing[@]}" >&2
         printf 'e2e: run  bash tests/e2e/setup.sh  first (as root; it is idempotent).\n' >&2
+        return 2
+    fi
+    local todo_bin="${TODO_MCP_BIN:-$REPO_DIR/target/debug/todo-mcp}"
+    if [[ ! -x "$todo_bin" ]]; then
+        printf 'e2e: the todo-mcp binary %s does not exist.\n' "$todo_bin" >&2
+        printf 'e2e: build it first:  cargo build -p todo-mcp   (or set TODO_MCP_BIN)\n' >&2
         return 2
     fi
     if [[ ! -x "$MOAT_BIN" ]]; then

@@ -4,6 +4,7 @@
 # Run as root on a Debian machine (CI runs it on a clean clone):  bash tests/e2e/setup.sh
 # What it installs:
 #   - Debian's `chromium` at /usr/bin/chromium (headless browser for the login/consent pages);
+#   - Debian's `faketime` (libfaketime, for the negative suite's expired-token check);
 #   - tests/e2e/node_modules from package.json + package-lock.json with `npm ci` (the npm package
 #     `node` provides the Node 22 binary the conformance suite needs, at node_modules/node/bin/node);
 #   - tests/e2e/.venv with requirements.txt (Python MCP SDK 2.x and friends).
@@ -41,6 +42,22 @@ install_chromium() {
         apt-get install -y -qq --no-install-recommends chromium >/dev/null
     fi
     [[ -x /usr/bin/chromium ]] || die "chromium was installed but /usr/bin/chromium is missing"
+}
+
+# --- 1b. libfaketime (the negative suite runs a second todo-mcp with its clock ahead, to present a
+# genuinely expired Moat token without waiting out a real token lifetime) -----------------------
+install_faketime() {
+    if compgen -G '/usr/lib/*/faketime/libfaketime.so.1' >/dev/null || [[ -e /usr/lib/faketime/libfaketime.so.1 ]]; then
+        return 0
+    fi
+    [[ $(id -u) -eq 0 ]] || die "libfaketime is missing and installing it needs root (apt-get install faketime)"
+    export DEBIAN_FRONTEND=noninteractive
+    log "apt-get install faketime"
+    if ! apt-get install -y -qq --no-install-recommends faketime >/dev/null; then
+        log "install failed; refreshing package lists and retrying"
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends faketime >/dev/null
+    fi
 }
 
 # --- 2. Node packages (npm ci) ----------------------------------------------------------------
@@ -92,6 +109,7 @@ install_python_venv() {
 
 start=$SECONDS
 install_chromium
+install_faketime
 install_node_packages
 install_python_venv
 mkdir -p "$E2E_DIR/.work"

@@ -48,7 +48,7 @@ function moatEnv(extra = {}) {
  * Use `await Moat.start(dir)`, then `moat.cli([...])`, and always `await moat.stop()`.
  */
 export class Moat {
-  static async start(dir, { log = () => {}, readyTimeoutMs = 30_000 } = {}) {
+  static async start(dir, { log = () => {}, readyTimeoutMs = 30_000, env = {} } = {}) {
     const bin = moatBin();
     try {
       await access(bin);
@@ -57,6 +57,7 @@ export class Moat {
     }
     const port = await freePort();
     const m = new Moat(bin, dir, port);
+    m.env = env; // extra MOAT_* settings for `moat serve` (e.g. MOAT_SIGNING_ALG)
     await m.#spawn(log, readyTimeoutMs);
     return m;
   }
@@ -79,7 +80,7 @@ export class Moat {
     this.proc = spawn(
       this.bin,
       ['serve', '--listen', `127.0.0.1:${this.port}`, '--public-url', this.baseUrl, '--database', this.database],
-      { cwd: this.dir, env: moatEnv({ MOAT_LOG: 'info', NO_COLOR: '1' }), stdio: ['ignore', 'pipe', 'pipe'] },
+      { cwd: this.dir, env: moatEnv({ MOAT_LOG: 'info', NO_COLOR: '1', ...this.env }), stdio: ['ignore', 'pipe', 'pipe'] },
     );
     this.proc.stdout.pipe(out);
     this.proc.stderr.pipe(out);

@@ -21,7 +21,7 @@ MOAT_BIN="${MOAT_BIN:-target/debug/moat}"
 case "$MOAT_BIN" in /*) ;; *) MOAT_BIN="$REPO_DIR/$MOAT_BIN" ;; esac
 export MOAT_BIN
 
-SUITES=(browser_helper conformance_as ts_sdk python_sdk mcp_remote conformance_server negative interop)
+SUITES=(browser_helper conformance_as ts_sdk python_sdk mcp_remote conformance_server negative interop other_servers)
 
 # ---- suites ------------------------------------------------------------------------------------
 
@@ -68,6 +68,12 @@ suite_negative() {
 # Moat's tokens validated by jose (Node) and PyJWT (Python), for ES256, EdDSA and RS256.
 suite_interop() {
     "$NODE22" --test --test-reporter=spec "$E2E_DIR/interop.test.mjs"
+}
+
+# The TypeScript (SDK + jose) and Python (SDK + PyJWT) servers of
+# docs/protecting-typescript-and-python-servers.md, against a real Moat.
+suite_other_servers() {
+    "$NODE22" --test --test-reporter=spec "$E2E_DIR/other-servers.test.mjs"
 }
 
 # ---- prerequisites -----------------------------------------------------------------------------

@@ -24,6 +24,18 @@ use moat_core::model::{
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
+/// How precisely a client's `last_used_at` is kept: redemptions and rotations write it only
+/// when it is unset or older than this, so a busy client's row is not rewritten (and, on
+/// PostgreSQL, locked) by every token request. Its one reader, the expiry of never-used dynamic
+/// registrations (DESIGN.md §5), only asks whether it is set.
+pub const LAST_USED_RESOLUTION_SECONDS: i64 = 60;
+
+/// What [`Store::redeem_code`] refuses a code of a disabled client with (the same on every
+/// backend).
+pub(crate) fn client_disabled() -> OAuthError {
+    OAuthError::invalid_grant("the client is disabled")
+}
+
 /// Store failures.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -198,9 +210,12 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<bool>;
 
     /// Redeems a code atomically: locks it; `NotFound`/`Expired`; a consumed code is a replay
-    /// (revoke its family); `check` failing leaves it unconsumed; otherwise marks it consumed,
-    /// creates `family` (scopes, user, session and resource taken from the code) and records it
-    /// on the code, and marks the client used.
+    /// (revoke its family); `check` failing leaves it unconsumed, and so does a client disabled
+    /// by the time of redemption (`Rejected(invalid_grant)`: a client disabled after the token
+    /// endpoint checked it, even by a concurrent transaction, never gets a live family);
+    /// otherwise marks it consumed, creates `family` (scopes, user, session and resource taken
+    /// from the code) and records it on the code, and marks the client used (see
+    /// [`LAST_USED_RESOLUTION_SECONDS`]).
     async fn redeem_code(
         &self,
         code_hash: &str,
@@ -213,7 +228,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Applies [`moat_core::refresh::decide`] atomically (see [`RotateOutcome`]). On `Rotate`
     /// the successor gets idle expiry `successor_expiry(now, idle_ttl, family.expires_at)` and
-    /// the client is marked used.
+    /// the client is marked used (see [`LAST_USED_RESOLUTION_SECONDS`]).
     async fn rotate_refresh_token(&self, rotation: &Rotation<'_>) -> Result<RotateOutcome>;
     /// A refresh token and its family (for revocation and introspection).
     async fn get_refresh_token(&self, token_hash: &str) -> Result<Option<(RefreshToken, RefreshFamily)>>;

@@ -14,7 +14,10 @@
 //!   the token lock and re-reads the committed state, so it finds the successor the winner
 //!   inserted and returns it as a grace replay: exactly one successor, never a second family;
 //! * completing an authorization deletes the pending request first; of two concurrent
-//!   completions the second's DELETE waits, re-checks, and matches no row (`false`).
+//!   completions the second's DELETE waits, re-checks, and matches no row (`false`);
+//! * a redemption share-locks its client's row while it creates the family, and disabling a
+//!   client revokes the client's families again after updating that row, so a client disabled
+//!   while one of its codes is being redeemed is left with no live family.
 //!
 //! The state-changing statements are additionally guarded (`… WHERE consumed_at IS NULL`,
 //! `… WHERE rotated_at IS NULL`); a guard matching no row means a race was lost, and the whole

@@ -5,9 +5,9 @@ use moat_core::model::{Client, ClientKind};
 use sqlx::PgConnection;
 
 use super::{Attempts, PgStore, TxResult, fail};
-use crate::Result;
 use crate::codec::{bool_to_small, db_error, grant_types_to_json, to_json};
 use crate::rows::{self, client_columns};
+use crate::{LAST_USED_RESOLUTION_SECONDS, Result};
 
 pub(super) async fn create(s: &PgStore, c: &Client) -> Result<()> {
     sqlx::query(concat!(
@@ -93,9 +93,15 @@ pub(super) async fn find_by_fingerprint(
 /// issued before can be refreshed (DESIGN.md §4). Enabling again does not revive them.
 ///
 /// The families are revoked *before* the client row is updated: a rotation locks its family and
-/// then updates the client row (`last_used_at`), so taking the locks in the same order here
+/// then may update the client row (`last_used_at`), so taking the locks in the same order here
 /// means a concurrent rotation and disabling wait for each other instead of deadlocking. A
 /// client that does not exist has no families, so the order changes no outcome.
+///
+/// They are revoked once more *after* the client row is updated: a redemption running
+/// concurrently holds a share lock on the client row ([`lock_if_active_in`]) while it creates a
+/// family, which the first sweep (its snapshot taken before that family committed) cannot see.
+/// The update waits for that redemption to end, and the second sweep, a new statement with a
+/// new snapshot, revokes what it created. Redemptions that start later see the client disabled.
 pub(super) async fn set_disabled(s: &PgStore, id: &ClientId, disabled: bool, now: i64) -> Result<bool> {
     let mut attempts = Attempts::new("set client disabled");
     loop {
@@ -109,12 +115,7 @@ pub(super) async fn set_disabled(s: &PgStore, id: &ClientId, disabled: bool, now
 
 async fn set_disabled_in(tx: &mut PgConnection, id: &ClientId, disabled: bool, now: i64) -> TxResult<bool> {
     if disabled {
-        sqlx::query("UPDATE refresh_families SET revoked_at = $1 WHERE client_id = $2 AND revoked_at IS NULL")
-            .bind(now)
-            .bind(id.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(fail("revoke families of disabled client"))?;
+        revoke_families_in(tx, id, now).await?;
     }
     let done = sqlx::query("UPDATE clients SET disabled = $1, updated_at = $2 WHERE id = $3")
         .bind(bool_to_small(disabled))
@@ -123,7 +124,20 @@ async fn set_disabled_in(tx: &mut PgConnection, id: &ClientId, disabled: bool, n
         .execute(&mut *tx)
         .await
         .map_err(fail("set client disabled"))?;
+    if disabled && done.rows_affected() > 0 {
+        revoke_families_in(tx, id, now).await?;
+    }
     Ok(done.rows_affected() > 0)
+}
+
+async fn revoke_families_in(tx: &mut PgConnection, id: &ClientId, now: i64) -> TxResult<()> {
+    sqlx::query("UPDATE refresh_families SET revoked_at = $1 WHERE client_id = $2 AND revoked_at IS NULL")
+        .bind(now)
+        .bind(id.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(fail("revoke families of disabled client"))?;
+    Ok(())
 }
 
 /// Codes, consents, pending requests, families and tokens cascade. Seen assertion jtis are
@@ -133,13 +147,34 @@ pub(super) async fn delete(s: &PgStore, id: &ClientId) -> Result<bool> {
     s.delete_cascading("delete client", "DELETE FROM clients WHERE id = $1", id.as_str()).await
 }
 
-/// Records a successful token issuance (never-used dynamic registrations expire, DESIGN.md §5).
+/// Records a successful token issuance (never-used dynamic registrations expire, DESIGN.md §5),
+/// at most once per [`LAST_USED_RESOLUTION_SECONDS`]. The guard keeps a busy client's row from
+/// being rewritten, and so locked, by every redemption and rotation: an `UPDATE` whose `WHERE`
+/// does not match takes no row lock, so concurrent token requests of one client do not queue on
+/// its row. Of two that find it stale at once, the second waits for the first, re-evaluates the
+/// guard on the row the first committed, and skips. A disabled client is never touched.
 pub(super) async fn mark_used_in(conn: &mut PgConnection, id: &ClientId, now: i64) -> TxResult<()> {
-    sqlx::query("UPDATE clients SET last_used_at = $1 WHERE id = $2")
-        .bind(now)
-        .bind(id.as_str())
-        .execute(conn)
-        .await
-        .map_err(fail("mark client used"))?;
+    sqlx::query(
+        "UPDATE clients SET last_used_at = $1 \
+         WHERE id = $2 AND disabled = 0 AND (last_used_at IS NULL OR last_used_at < $3)",
+    )
+    .bind(now)
+    .bind(id.as_str())
+    .bind(now.saturating_sub(LAST_USED_RESOLUTION_SECONDS))
+    .execute(conn)
+    .await
+    .map_err(fail("mark client used"))?;
     Ok(())
+}
+
+/// Whether the client exists and is enabled, holding a share lock on its row until the caller's
+/// transaction ends, so it cannot be disabled meanwhile (see [`set_disabled`]). Share locks do
+/// not conflict with each other: concurrent redemptions of one client do not wait on one another.
+pub(super) async fn lock_if_active_in(conn: &mut PgConnection, id: &ClientId) -> TxResult<bool> {
+    let disabled: Option<i16> = sqlx::query_scalar("SELECT disabled FROM clients WHERE id = $1 FOR SHARE")
+        .bind(id.as_str())
+        .fetch_optional(conn)
+        .await
+        .map_err(fail("check client status"))?;
+    Ok(disabled.is_some_and(|d| d == 0))
 }

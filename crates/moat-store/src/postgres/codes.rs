@@ -134,6 +134,18 @@ async fn redeem_in(
         return Ok(RedeemOutcome::Rejected(e));
     }
 
+    // Mark the client used first (a no-op unless its `last_used_at` is stale, and never for a
+    // disabled client): should it write, it takes the row's exclusive lock before the share lock
+    // below, so two redemptions of one client never both hold a share lock and wait to upgrade
+    // it (a deadlock). Then share-lock the client row while the family is created: a client
+    // disabled since the token endpoint checked it is refused, and one being disabled right now
+    // waits for this transaction and then revokes its family (see `clients::set_disabled`).
+    clients::mark_used_in(tx, &code.client_id, now).await?;
+    if !clients::lock_if_active_in(tx, &code.client_id).await? {
+        // Nothing was written: `mark_used_in` skips disabled clients.
+        return Ok(RedeemOutcome::Rejected(crate::client_disabled()));
+    }
+
     // The family must exist before the code can reference it (foreign key).
     if let Some(nf) = family {
         refresh::create_family_in(tx, nf, &code, now).await?;
@@ -154,7 +166,6 @@ async fn redeem_in(
     if consumed.rows_affected() == 0 {
         return Err(Fail::lost_race("redeem code"));
     }
-    clients::mark_used_in(tx, &code.client_id, now).await?;
     Ok(RedeemOutcome::Redeemed(AuthorizationCode {
         consumed_at: Some(now),
         family_id: family.map(|f| f.id.clone()),

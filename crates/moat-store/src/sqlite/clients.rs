@@ -4,9 +4,9 @@ use moat_core::ids::{ClientId, ResourceId};
 use moat_core::model::{Client, ClientKind};
 
 use super::{SqliteStore, commit};
-use crate::Result;
 use crate::codec::{bool_to_int, db_error, grant_types_to_json, to_json};
 use crate::rows::{self, client_columns};
+use crate::{LAST_USED_RESOLUTION_SECONDS, Result};
 
 pub(super) async fn create(s: &SqliteStore, c: &Client) -> Result<()> {
     let mut tx = s.begin_write().await?;
@@ -129,13 +129,27 @@ pub(super) async fn delete(s: &SqliteStore, id: &ClientId) -> Result<bool> {
     Ok(done.rows_affected() > 0)
 }
 
-/// Records a successful token issuance (never-used dynamic registrations expire, DESIGN.md §5).
+/// Records a successful token issuance (never-used dynamic registrations expire, DESIGN.md §5),
+/// at most once per [`LAST_USED_RESOLUTION_SECONDS`]: a busy client's row is not rewritten on
+/// every request.
 pub(super) async fn mark_used(conn: &mut sqlx::SqliteConnection, id: &ClientId, now: i64) -> Result<()> {
-    sqlx::query("UPDATE clients SET last_used_at = ? WHERE id = ?")
+    sqlx::query("UPDATE clients SET last_used_at = ? WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)")
         .bind(now)
         .bind(id.as_str())
+        .bind(now.saturating_sub(LAST_USED_RESOLUTION_SECONDS))
         .execute(conn)
         .await
         .map_err(|e| db_error("mark client used", e))?;
     Ok(())
+}
+
+/// Whether the client exists and is enabled, read inside the caller's write transaction (which
+/// holds the database write lock, so no disabling can slip in before it commits).
+pub(super) async fn is_active_in(conn: &mut sqlx::SqliteConnection, id: &ClientId) -> Result<bool> {
+    let disabled: Option<i64> = sqlx::query_scalar("SELECT disabled FROM clients WHERE id = ?")
+        .bind(id.as_str())
+        .fetch_optional(conn)
+        .await
+        .map_err(|e| db_error("check client status", e))?;
+    Ok(disabled.is_some_and(|d| d == 0))
 }

@@ -102,6 +102,12 @@ pub(super) async fn redeem(
             rollback(tx, "redeem code").await?;
             return Ok(RedeemOutcome::Rejected(e));
         }
+        if !clients::is_active_in(&mut tx, &code.client_id).await? {
+            // Disabled since the token endpoint checked it: no new family (disabling revoked
+            // the client's families, and this one would escape it).
+            rollback(tx, "redeem code").await?;
+            return Ok(RedeemOutcome::Rejected(crate::client_disabled()));
+        }
 
         let consumed = sqlx::query(
             "UPDATE authorization_codes SET consumed_at = ? \

@@ -39,6 +39,9 @@ macro_rules! conformance_suite {
             redeem_unknown_and_expired,
             rejected_check_leaves_code_redeemable,
             concurrent_redemptions_redeem_once,
+            redeem_refuses_disabled_client,
+            disabling_client_during_redemptions_leaves_no_live_family,
+            client_last_used_written_at_most_once_a_minute,
             rotation_stores_successor,
             grace_replay_returns_same_successor,
             reuse_after_grace_revokes_family,
@@ -625,6 +628,135 @@ pub async fn concurrent_redemptions_redeem_once(store: DynStore) {
     assert_eq!(fam.revoked_at, Some(NOW));
     let counts = purge_everything(&store).await;
     assert_eq!((counts.families, counts.refresh_tokens, counts.codes), (1, 1, 1));
+}
+
+pub async fn redeem_refuses_disabled_client(store: DynStore) {
+    let w = world(&store).await;
+    let req = fixtures::request(&w.resource, &w.client);
+    store.create_authorization_request(&req).await.unwrap();
+    let code = fixtures::code(&w.resource, &w.client, &w.user.id);
+    assert!(store.complete_authorization(&req.id, &code, None).await.unwrap());
+    // Disabled after the token endpoint's client check (which `check` stands for) passed.
+    assert!(store.set_client_disabled(&w.client.id, true, NOW + 1).await.unwrap());
+
+    let nf = fixtures::new_family();
+    let out = store.redeem_code(&code.code_hash, NOW + 2, &|_| Ok(()), Some(&nf)).await.unwrap();
+    let RedeemOutcome::Rejected(e) = out else { panic!("{out:?}") };
+    assert_eq!(e, OAuthError::invalid_grant("the client is disabled"));
+    assert!(store.get_family(&nf.id).await.unwrap().is_none());
+    assert!(store.get_refresh_token(&nf.first_token_hash).await.unwrap().is_none());
+    let client = store.get_client(&w.client.id).await.unwrap().unwrap();
+    assert_eq!(client.last_used_at, None, "a refused redemption does not mark the client used");
+
+    // Nothing was consumed: enabled again, the (unexpired) code redeems normally.
+    assert!(store.set_client_disabled(&w.client.id, false, NOW + 3).await.unwrap());
+    let out = store.redeem_code(&code.code_hash, NOW + 4, &|_| Ok(()), Some(&nf)).await.unwrap();
+    assert!(matches!(out, RedeemOutcome::Redeemed(ref c) if c.family_id == Some(nf.id.clone())), "{out:?}");
+}
+
+/// Redemptions of many codes of one client race with disabling it: whichever way each race
+/// goes, no family of the client is left unrevoked.
+pub async fn disabling_client_during_redemptions_leaves_no_live_family(store: DynStore) {
+    const CODES: usize = 12;
+    let w = world(&store).await;
+    let mut hashes = Vec::new();
+    for _ in 0..CODES {
+        let req = fixtures::request(&w.resource, &w.client);
+        store.create_authorization_request(&req).await.unwrap();
+        let code = fixtures::code(&w.resource, &w.client, &w.user.id);
+        assert!(store.complete_authorization(&req.id, &code, None).await.unwrap());
+        hashes.push(code.code_hash);
+    }
+
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(CODES + 1));
+    let mut tasks = JoinSet::new();
+    for (i, hash) in hashes.into_iter().enumerate() {
+        let (store, start) = (store.clone(), start.clone());
+        tasks.spawn(async move {
+            let nf = fixtures::new_family();
+            start.wait().await;
+            // Spread the redemptions around the moment of disabling.
+            if i % 2 == 1 {
+                tokio::task::yield_now().await;
+            }
+            let out = store.redeem_code(&hash, NOW + 1, &|_| Ok(()), Some(&nf)).await.unwrap();
+            Some((nf.id, out))
+        });
+    }
+    let disabler = {
+        let (store, id) = (store.clone(), w.client.id.clone());
+        tasks
+            .spawn(async move {
+                start.wait().await;
+                assert!(store.set_client_disabled(&id, true, NOW + 1).await.unwrap());
+                None
+            })
+            .id()
+    };
+    let mut families = Vec::new();
+    while let Some(done) = tasks.join_next_with_id().await {
+        let (id, result) = done.unwrap();
+        let Some((family, out)) = result else {
+            assert_eq!(id, disabler);
+            continue;
+        };
+        match out {
+            RedeemOutcome::Redeemed(c) => {
+                assert_eq!(c.family_id.as_ref(), Some(&family));
+                families.push(family);
+            }
+            RedeemOutcome::Rejected(e) => assert_eq!(e, OAuthError::invalid_grant("the client is disabled")),
+            other => panic!("unexpected outcome {other:?}"),
+        }
+    }
+    for id in &families {
+        let fam = store.get_family(id).await.unwrap().unwrap();
+        assert_eq!(fam.revoked_at, Some(NOW + 1), "family {id} of the disabled client is still live");
+    }
+    assert_eq!(purge_everything(&store).await.families, families.len() as u64);
+}
+
+pub async fn client_last_used_written_at_most_once_a_minute(store: DynStore) {
+    let resolution = moat_store::LAST_USED_RESOLUTION_SECONDS;
+    let w = world(&store).await;
+    let last_used = async |store: &DynStore| store.get_client(&w.client.id).await.unwrap().unwrap().last_used_at;
+    let redeem = async |store: &DynStore, at: i64| {
+        let req = fixtures::request(&w.resource, &w.client);
+        store.create_authorization_request(&req).await.unwrap();
+        let mut code = fixtures::code(&w.resource, &w.client, &w.user.id);
+        (code.created_at, code.expires_at) = (at, at + 60);
+        let consent = fixtures::consent(&w.user.id, &w.client, &["todo:read", "todo:write"]);
+        assert!(store.complete_authorization(&req.id, &code, Some(&consent)).await.unwrap());
+        let nf = fixtures::new_family();
+        let out = store.redeem_code(&code.code_hash, at, &|_| Ok(()), Some(&nf)).await.unwrap();
+        assert!(matches!(out, RedeemOutcome::Redeemed(_)), "{out:?}");
+        nf.first_token_hash
+    };
+
+    // Unset: the first redemption writes it.
+    let token = redeem(&store, NOW).await;
+    assert_eq!(last_used(&store).await, Some(NOW));
+    // Within the resolution (up to and including exactly `resolution` seconds later), neither a
+    // redemption nor a rotation rewrites it.
+    redeem(&store, NOW + 1).await;
+    let succ = random_secret();
+    let out = store.rotate_refresh_token(&rotation(&token, &succ, &w.client.id, NOW + resolution)).await.unwrap();
+    assert!(matches!(out, RotateOutcome::Rotated { .. }), "{out:?}");
+    assert_eq!(last_used(&store).await, Some(NOW));
+    // Older than that: a rotation writes it …
+    let third = random_secret();
+    let at = NOW + resolution + 1;
+    let out = store.rotate_refresh_token(&rotation(&succ, &third, &w.client.id, at)).await.unwrap();
+    assert!(matches!(out, RotateOutcome::Rotated { .. }), "{out:?}");
+    assert_eq!(last_used(&store).await, Some(at));
+    // … and so does a redemption.
+    redeem(&store, at + resolution).await;
+    assert_eq!(last_used(&store).await, Some(at));
+    redeem(&store, at + resolution + 1).await;
+    assert_eq!(last_used(&store).await, Some(at + resolution + 1));
+    // Other columns were left alone.
+    let client = store.get_client(&w.client.id).await.unwrap().unwrap();
+    assert_eq!(client, moat_core::model::Client { last_used_at: client.last_used_at, ..w.client.clone() });
 }
 
 // ---- refresh rotation ------------------------------------------------------------------------

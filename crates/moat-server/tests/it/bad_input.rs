@@ -479,7 +479,7 @@ async fn fuzz_every_endpoint_with_random_input() {
     let tokens = code_flow(&f.app, &f.r, &f.public_id, CB, EMAIL, &[]).await;
     let vocab =
         Vocabulary::new(&f, tokens["access_token"].as_str().unwrap(), tokens["refresh_token"].as_str().unwrap());
-    let seed: u64 = std::env::var("MOAT_FUZZ_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5EED_0F_0A7);
+    let seed: u64 = std::env::var("MOAT_FUZZ_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5EED_F0A7);
     let cases: usize = std::env::var("MOAT_FUZZ_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(1500);
     let mut rng = Rng(seed | 1);
     let issuer = f.app.issuer(&f.r);

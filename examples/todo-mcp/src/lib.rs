@@ -121,7 +121,11 @@ impl Application {
             validator.clone(),
             GuardConfig::new(server_url.clone())
                 .with_policy(server::scope_policy())
-                .with_scopes_supported([server::READ, server::WRITE])
+                // Only the default scope, as registered (`moat resource create --default-scope
+                // todo:read`): the metadata and the 401 challenge name the minimal set for basic
+                // use (MCP authorization, scope selection), so clients first ask for todo:read and
+                // get todo:write by step-up from the 403 that add_todo answers.
+                .with_scopes_supported([server::READ])
                 .with_resource_name("Todo MCP"),
         )
         .context("guard configuration")?;

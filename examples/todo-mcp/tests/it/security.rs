@@ -19,7 +19,7 @@ async fn unauthenticated_requests_get_401_pointing_at_the_metadata() {
     let init = json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{}});
     let r = http.post(&s.url).header("Accept", "application/json, text/event-stream").json(&init).send().await.unwrap();
     assert_eq!(r.status(), 401);
-    assert_eq!(www(&r), format!(r#"Bearer resource_metadata="{}", scope="todo:read todo:write""#, s.prm_url()));
+    assert_eq!(www(&r), format!(r#"Bearer resource_metadata="{}", scope="todo:read""#, s.prm_url()));
 
     for url in [s.prm_url(), format!("{}/.well-known/oauth-protected-resource", s.base)] {
         let prm: Value = http.get(&url).send().await.unwrap().json().await.unwrap();
@@ -28,7 +28,7 @@ async fn unauthenticated_requests_get_401_pointing_at_the_metadata() {
             json!({
                 "resource": s.url,
                 "authorization_servers": [s.authority.issuer()],
-                "scopes_supported": ["todo:read", "todo:write"],
+                "scopes_supported": ["todo:read"],
                 "bearer_methods_supported": ["header"],
                 "resource_name": "Todo MCP",
             })

@@ -181,7 +181,7 @@ it('HMAC signed with Moat’s public key (algorithm confusion) → 401 invalid_t
   }
 });
 
-it('unknown kid → 401 invalid_token (after one key refetch)', async () => {
+it('unknown kid → 401 invalid_token; our own key under Moat’s kid → bad signature', async () => {
   const token = await forge({ header: { kid: 'kid-nobody-published' } });
   await expect401(token, invalid('no published signing key matches the token key id'));
   // Our own public key under Moat's kid: the signature check refuses it.

@@ -42,10 +42,10 @@ pub fn metadata_json(state: &AppState, resource: &Resource) -> Value {
         "authorization_response_iss_parameter_supported": true,
         "prompt_values_supported": ["none", "login", "consent"],
     });
-    if resource.dcr_enabled {
-        if let Some(o) = m.as_object_mut() {
-            o.insert("registration_endpoint".into(), json!(format!("{issuer}/oauth/register")));
-        }
+    if resource.dcr_enabled
+        && let Some(o) = m.as_object_mut()
+    {
+        o.insert("registration_endpoint".into(), json!(format!("{issuer}/oauth/register")));
     }
     m
 }

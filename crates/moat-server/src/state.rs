@@ -98,14 +98,12 @@ impl ResourceCache {
         store: &DynStore,
         id: &ResourceId,
     ) -> Result<Option<Arc<Resource>>, moat_store::StoreError> {
-        if !self.ttl.is_zero() {
-            if let Ok(map) = self.map.lock() {
-                if let Some((at, r)) = map.get(id) {
-                    if at.elapsed() < self.ttl {
-                        return Ok(Some(Arc::clone(r)));
-                    }
-                }
-            }
+        if !self.ttl.is_zero()
+            && let Ok(map) = self.map.lock()
+            && let Some((at, r)) = map.get(id)
+            && at.elapsed() < self.ttl
+        {
+            return Ok(Some(Arc::clone(r)));
         }
         let found = store.get_resource(id).await?.map(Arc::new);
         if let Ok(mut map) = self.map.lock() {

@@ -180,10 +180,10 @@ async fn create(ctx: &Ctx, a: CreateArgs) -> anyhow::Result<()> {
     for uri in &a.redirect_uris {
         moat_core::redirect::validate_redirect_uri(uri).map_err(|e| anyhow::anyhow!("--redirect-uri {uri}: {e}"))?;
     }
-    if let Some(t) = a.access_token_ttl {
-        if !(60..=MAX_ACCESS_TOKEN_TTL).contains(&t) {
-            bail!("--access-token-ttl must be between 60 and {MAX_ACCESS_TOKEN_TTL} seconds");
-        }
+    if let Some(t) = a.access_token_ttl
+        && !(60..=MAX_ACCESS_TOKEN_TTL).contains(&t)
+    {
+        bail!("--access-token-ttl must be between 60 and {MAX_ACCESS_TOKEN_TTL} seconds");
     }
     let secret = (!a.public).then(random_secret);
     let now = now();

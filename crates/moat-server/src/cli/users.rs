@@ -71,10 +71,10 @@ pub async fn run(cmd: UserCmd, ctx: &Ctx) -> anyhow::Result<()> {
     match cmd {
         UserCmd::Create { email, name, password_stdin: _, json } => {
             let email = normalize_email(&email)?;
-            if let Some(n) = &name {
-                if n.chars().count() > 200 || n.chars().any(char::is_control) {
-                    bail!("--name must be at most 200 printable characters");
-                }
+            if let Some(n) = &name
+                && (n.chars().count() > 200 || n.chars().any(char::is_control))
+            {
+                bail!("--name must be at most 200 printable characters");
             }
             let mut password = String::new();
             std::io::stdin()

@@ -128,10 +128,10 @@ async fn authorization_code(
         if !ct_eq(expected_challenge.as_bytes(), c.code_challenge.as_bytes()) {
             return Err(OAuthError::invalid_grant("PKCE verification failed"));
         }
-        if let Some(r) = &resource_param {
-            if !moat_core::url::same_resource(r, &c.resource_url) {
-                return Err(OAuthError::invalid_target("resource differs from the authorization request"));
-            }
+        if let Some(r) = &resource_param
+            && !moat_core::url::same_resource(r, &c.resource_url)
+        {
+            return Err(OAuthError::invalid_target("resource differs from the authorization request"));
         }
         Ok(())
     };
@@ -199,10 +199,10 @@ async fn refresh_token(
     check_resource_param(params, &resource.server_url)?;
     let presented_hash = sha256_hex(presented.as_bytes());
     // A narrowing `scope` is checked before rotating, so a bad request never rotates the token.
-    if let Some(requested) = params.get("scope") {
-        if let Ok(Some((_, family))) = state.store.get_refresh_token(&presented_hash).await {
-            scope::narrow(Some(requested), &family.scopes)?;
-        }
+    if let Some(requested) = params.get("scope")
+        && let Ok(Some((_, family))) = state.store.get_refresh_token(&presented_hash).await
+    {
+        scope::narrow(Some(requested), &family.scopes)?;
     }
     // DESIGN.md §4: the successor is derived from the presented token, so a retry inside the
     // grace window can be answered with the same successor without storing it in plaintext.

@@ -150,10 +150,10 @@ pub async fn submit(State(state): State<AppState>, request: Request) -> Response
 
     // A fresh session on every login; the previous one (if any) ends.
     let cookie_name = state.cookie_name(SESSION_COOKIE);
-    if let Some(old) = cookie(&headers, &cookie_name) {
-        if let Err(e) = state.store.delete_session(&sha256_hex(old.as_bytes())).await {
-            return internal_error(&state, "ending the previous session", e);
-        }
+    if let Some(old) = cookie(&headers, &cookie_name)
+        && let Err(e) = state.store.delete_session(&sha256_hex(old.as_bytes())).await
+    {
+        return internal_error(&state, "ending the previous session", e);
     }
     let token = random_secret();
     let session = Session {

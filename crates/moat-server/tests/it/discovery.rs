@@ -42,7 +42,6 @@ async fn authorization_server_metadata() {
     for a in ["none", "client_secret_basic", "client_secret_post"] {
         assert!(methods.contains(&json!(a)), "{a}");
     }
-    assert!(!methods.contains(&json!("private_key_jwt")), "not implemented, not advertised");
     // Client ID Metadata Documents are not implemented yet: never advertised.
     assert!(m.get("client_id_metadata_document_supported").is_none(), "{m}");
     for (_, v) in m.as_object().unwrap() {
@@ -183,64 +182,89 @@ fn kids(jwks: &Value) -> Vec<String> {
     jwks["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap().to_owned()).collect()
 }
 
-fn unix_now_f64() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64()
+/// One observation of the rotation: the JWKS kids, then a token minted right after.
+struct Observation {
+    jwks: Vec<String>,
+    token: String,
+    kid: String,
+    iat: i64,
 }
 
 #[tokio::test]
 async fn key_rotation_publishes_before_signing_and_keeps_the_old_key() {
+    // The publish delay leaves a window of at least a second between the server reloading the
+    // new key (every second) and the key's activation.
     let env =
-        [("MOAT_KEY_PUBLISH_DELAY_SECONDS", "2"), ("MOAT_JWKS_MAX_AGE_SECONDS", "1"), ("MOAT_KEY_RELOAD_SECONDS", "1")];
+        [("MOAT_KEY_PUBLISH_DELAY_SECONDS", "3"), ("MOAT_JWKS_MAX_AGE_SECONDS", "1"), ("MOAT_KEY_RELOAD_SECONDS", "1")];
     let app = TestApp::spawn_with(&env).await;
     let r = app.resource().await;
     let (m, secret) = app.client(&r, &[], false, &[GrantType::ClientCredentials]).await;
     let secret = secret.unwrap();
-    let mint = || async {
-        let (status, body) =
-            app.token(&r, &[("grant_type", "client_credentials")], Some((m.id.as_str(), &secret))).await;
-        assert_eq!(status, 200, "{body}");
-        body["access_token"].as_str().unwrap().to_owned()
-    };
+    let token_url = format!("{}/oauth/token", app.issuer(&r));
     let jwks_url = format!("{}/keys", app.base);
     let resp = app.http().get(&jwks_url).send().await.unwrap();
     assert_eq!(resp.headers()["cache-control"], "public, max-age=1");
-    let first = mint().await;
+    let first = app.token(&r, &[("grant_type", "client_credentials")], Some((m.id.as_str(), &secret))).await.1;
+    let first = first["access_token"].as_str().unwrap().to_owned();
     let old_kid = jwt_parts(&first).0["kid"].as_str().unwrap().to_owned();
     assert_eq!(kids(&app.get_json(&jwks_url).await), vec![old_kid.clone()]);
 
+    // Observe the JWKS and the signing key continuously while the CLI rotates, so the
+    // observations do not depend on how long the CLI process takes to exit.
+    let poller = {
+        let (http, old_kid, id) = (app.http(), old_kid.clone(), m.id.to_string());
+        let (secret, jwks_url) = (secret.clone(), jwks_url.clone());
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(8);
+            while Instant::now() < deadline {
+                let jwks: Value = http.get(&jwks_url).send().await.unwrap().json().await.unwrap();
+                let resp = http
+                    .post(&token_url)
+                    .basic_auth(&id, Some(&secret))
+                    .form(&[("grant_type", "client_credentials")])
+                    .send()
+                    .await
+                    .unwrap();
+                let body: Value = resp.json().await.unwrap();
+                let token = body["access_token"].as_str().unwrap().to_owned();
+                let (header, claims) = jwt_parts(&token);
+                let kid = header["kid"].as_str().unwrap().to_owned();
+                let done = kid != old_kid;
+                seen.push(Observation { jwks: kids(&jwks), token, kid, iat: claims["iat"].as_i64().unwrap() });
+                if done {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            seen
+        })
+    };
     let out = app.moat(&["keys", "rotate", "--json"], &env, None).await;
     assert!(out.success, "{}", out.stderr);
     let rotated: Value = serde_json::from_str(&out.stdout).unwrap();
     let new_kid = rotated["kid"].as_str().unwrap().to_owned();
     let activates_at = rotated["activates_at"].as_i64().unwrap();
     assert_ne!(new_kid, old_kid);
+    let seen = poller.await.unwrap();
 
-    let mut published_at: Option<f64> = None;
-    let mut signed_by_new: Option<String> = None;
-    let deadline = Instant::now() + Duration::from_secs(6);
-    while Instant::now() < deadline {
-        let seen = kids(&app.get_json(&jwks_url).await);
-        assert!(seen.contains(&old_kid), "the old key stays published");
-        if published_at.is_none() && seen.contains(&new_kid) {
-            published_at = Some(unix_now_f64());
+    let signs = seen.iter().position(|o| o.kid == new_kid).expect("the new key never signed");
+    let published = seen.iter().position(|o| o.jwks.contains(&new_kid)).expect("the new key was never published");
+    assert!(
+        seen[published..signs].iter().any(|o| o.kid == old_kid),
+        "the new key must be published while the old one still signs"
+    );
+    for o in &seen {
+        assert!(o.jwks.contains(&old_kid), "the old key stays published");
+        if o.kid == new_kid {
+            assert!(o.iat >= activates_at, "signed with the new key before it activated");
+            assert!(o.jwks.contains(&new_kid));
+        } else {
+            assert_eq!(o.kid, old_kid);
+            assert!(o.iat <= activates_at + 1, "the new key should sign by now");
         }
-        let token = mint().await;
-        let (header, claims) = jwt_parts(&token);
-        let iat = claims["iat"].as_i64().unwrap();
-        if header["kid"] == new_kid.as_str() {
-            assert!(published_at.is_some(), "the new key signed before the JWKS published it");
-            assert!(iat >= activates_at, "signed with the new key before it activated");
-            signed_by_new = Some(token);
-            break;
-        }
-        assert_eq!(header["kid"], old_kid.as_str());
-        assert!(iat <= activates_at + 1, "the new key should sign by now");
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let published_at = published_at.expect("the new key was never published");
-    assert!(published_at < activates_at as f64, "published at {published_at}, activates at {activates_at}");
-    let new_token = signed_by_new.expect("the new key never signed");
-    verify_with_jwks(&app, &new_token).await;
+    verify_with_jwks(&app, &seen[signs].token).await;
     // Tokens of the old key keep verifying: it stays in the JWKS.
     verify_with_jwks(&app, &first).await;
     assert_eq!(kids(&app.get_json(&jwks_url).await).len(), 2);

@@ -21,7 +21,7 @@ MOAT_BIN="${MOAT_BIN:-target/debug/moat}"
 case "$MOAT_BIN" in /*) ;; *) MOAT_BIN="$REPO_DIR/$MOAT_BIN" ;; esac
 export MOAT_BIN
 
-SUITES=(browser_helper conformance_as ts_sdk python_sdk mcp_remote conformance_server negative interop other_servers)
+SUITES=(browser_helper conformance_as ts_sdk python_sdk mcp_remote conformance_server negative interop other_servers two_instances)
 
 # ---- suites ------------------------------------------------------------------------------------
 
@@ -74,6 +74,13 @@ suite_interop() {
 # docs/protecting-typescript-and-python-servers.md, against a real Moat.
 suite_other_servers() {
     "$NODE22" --test --test-reporter=spec "$E2E_DIR/other-servers.test.mjs"
+}
+
+# Two `moat serve` on one PostgreSQL schema behind a round-robin proxy (the public URL), used by the
+# TypeScript SDK client: authorize, login, consent, token and refreshes alternate between the
+# instances. PostgreSQL: MOAT_TEST_POSTGRES_URL, else 127.0.0.1:5432, else skipped with a message.
+suite_two_instances() {
+    "$NODE22" --test --test-reporter=spec "$E2E_DIR/two-instances.mjs"
 }
 
 # ---- prerequisites -----------------------------------------------------------------------------

@@ -130,7 +130,7 @@ fn conflict_message(context: &str, message: &str, constraint: Option<&str>) -> S
     } else if haystack.contains("resources.id") || haystack.contains("resources_pkey") {
         "a resource with this id already exists"
     } else if haystack.contains("clients.id") || haystack.contains("clients_pkey") {
-        "a client with this id already exists"
+        "a client with this id already exists at this resource"
     } else if haystack.contains("users.id") || haystack.contains("users_pkey") {
         "a user with this id already exists"
     } else if haystack.contains("signing_keys") {

@@ -17,8 +17,8 @@ use async_trait::async_trait;
 use moat_core::OAuthError;
 use moat_core::ids::{ClientId, FamilyId, ResourceId, UserId};
 use moat_core::model::{
-    AuditEvent, AuthorizationCode, AuthorizationRequest, Client, Consent, NewFamily, RefreshFamily, RefreshToken,
-    Resource, Session, SigningKeyRecord, User,
+    AuditEvent, AuthorizationCode, AuthorizationRequest, Client, ClientKind, Consent, NewFamily, RefreshFamily,
+    RefreshToken, Resource, Session, SigningKeyRecord, User,
 };
 
 pub use postgres::PgStore;
@@ -34,6 +34,30 @@ pub const LAST_USED_RESOLUTION_SECONDS: i64 = 60;
 /// backend).
 pub(crate) fn client_disabled() -> OAuthError {
     OAuthError::invalid_grant("the client is disabled")
+}
+
+/// What [`Store::upsert_cimd_client`] refuses to record: only metadata-document clients come
+/// from documents (a backend error: the caller built the wrong record).
+pub(crate) fn check_cimd(client: &Client) -> Result<()> {
+    if client.kind == ClientKind::Cimd {
+        Ok(())
+    } else {
+        Err(StoreError::Backend(format!(
+            "record metadata-document client: expected a client of kind cimd, got {}",
+            client.kind.as_str()
+        )))
+    }
+}
+
+/// What [`Store::upsert_cimd_client`] fails with when (resource, id) is taken by a client that
+/// is not a metadata-document client (the same on every backend): a fetched document must never
+/// rewrite an operator's or a dynamic registration's redirect URIs.
+pub(crate) fn cimd_clash() -> StoreError {
+    StoreError::Conflict(
+        "record metadata-document client: a client with this id that is not a metadata-document client \
+         already exists at this resource"
+            .into(),
+    )
 }
 
 /// Store failures.
@@ -152,18 +176,31 @@ pub trait Store: Send + Sync + 'static {
 
     // ---- clients -----------------------------------------------------------------------------
 
-    /// Fails with `Conflict` on a duplicate id.
+    /// A client belongs to one resource and is identified by (resource, client id): ids of
+    /// pre-registered and dynamic clients are random and never repeat, but a Client ID Metadata
+    /// Document client (its id is a URL) may be used with several resources, with a separate
+    /// row, consent and token history at each.
+    ///
+    /// Fails with `Conflict` on a duplicate (resource, id).
     async fn create_client(&self, client: &Client) -> Result<()>;
-    async fn get_client(&self, id: &ClientId) -> Result<Option<Client>>;
+    async fn get_client(&self, resource: &ResourceId, id: &ClientId) -> Result<Option<Client>>;
+    /// Records a metadata-document client from a freshly validated document: inserts it, or
+    /// updates name, redirect URIs, grant types, auth method and metadata of the existing row
+    /// (keeping `disabled`, `created_at`, `last_used_at`). Returns the row as stored.
+    ///
+    /// `client.kind` must be `Cimd`. Fails with `Conflict`, changing nothing, when the
+    /// (resource, id) row is a client of another kind.
+    async fn upsert_cimd_client(&self, client: &Client) -> Result<Client>;
     /// All clients, or those of one resource; ordered by creation time.
     async fn list_clients(&self, resource: Option<&ResourceId>) -> Result<Vec<Client>>;
     /// An enabled dynamic client of `resource` registered with this fingerprint.
     async fn find_client_by_fingerprint(&self, resource: &ResourceId, fingerprint: &str) -> Result<Option<Client>>;
-    /// Enables or disables a client; disabling revokes all its refresh families. `false` when no
-    /// such client.
-    async fn set_client_disabled(&self, id: &ClientId, disabled: bool, now: i64) -> Result<bool>;
-    /// Deletes a client with its codes, consents, families and tokens.
-    async fn delete_client(&self, id: &ClientId) -> Result<bool>;
+    /// Enables or disables a client; disabling revokes all its refresh families at that
+    /// resource. `false` when no such client.
+    async fn set_client_disabled(&self, resource: &ResourceId, id: &ClientId, disabled: bool, now: i64)
+    -> Result<bool>;
+    /// Deletes a client with its codes, consents, families and tokens at that resource.
+    async fn delete_client(&self, resource: &ResourceId, id: &ClientId) -> Result<bool>;
 
     // ---- users -------------------------------------------------------------------------------
 

@@ -19,6 +19,10 @@
 //!   client revokes the client's families again after updating that row, so a client disabled
 //!   while one of its codes is being redeemed is left with no live family.
 //!
+//! A client row is keyed by (resource, id) (DESIGN.md §5), and every statement that reads, locks
+//! or revokes by client names both: the same metadata-document URL at two resources is two rows
+//! whose locks, grants and revocations never touch each other.
+//!
 //! The state-changing statements are additionally guarded (`… WHERE consumed_at IS NULL`,
 //! `… WHERE rotated_at IS NULL`); a guard matching no row means a race was lost, and the whole
 //! operation is re-evaluated in a fresh transaction.
@@ -176,20 +180,21 @@ impl PgStore {
         self.pool.begin_with(BEGIN).await.map_err(|e| db_error(context, e))
     }
 
-    /// Deletes one row by id, letting foreign keys cascade, and says whether it existed. A
-    /// cascade locks rows in many tables in an order of the database's choosing (say, a client's
-    /// families while a rotation holds one of them and waits for the client row), so it runs
-    /// like a transaction and is retried should it be picked as a deadlock victim.
-    async fn delete_cascading(&self, context: &'static str, sql: &'static str, id: &str) -> Result<bool> {
+    /// Deletes one row by its key (`binds`, in order), letting foreign keys cascade, and says
+    /// whether it existed. A cascade locks rows in many tables in an order of the database's
+    /// choosing (say, a client's families while a rotation holds one of them and waits for the
+    /// client row), so it runs like a transaction and is retried should it be picked as a
+    /// deadlock victim.
+    async fn delete_cascading(&self, context: &'static str, sql: &'static str, binds: &[&str]) -> Result<bool> {
         let mut attempts = Attempts::new(context);
         loop {
             let mut tx = self.begin(context).await?;
-            let outcome = sqlx::query(sql)
-                .bind(id)
-                .execute(&mut *tx)
-                .await
-                .map(|done| done.rows_affected() > 0)
-                .map_err(|e| Fail::db(context, e));
+            let mut query = sqlx::query(sql);
+            for b in binds {
+                query = query.bind(*b);
+            }
+            let outcome =
+                query.execute(&mut *tx).await.map(|done| done.rows_affected() > 0).map_err(|e| Fail::db(context, e));
             if let Some(done) = attempts.finish(tx, outcome).await {
                 return done;
             }
@@ -308,8 +313,12 @@ impl Store for PgStore {
         clients::create(self, client).await
     }
 
-    async fn get_client(&self, id: &ClientId) -> Result<Option<Client>> {
-        clients::get(self, id).await
+    async fn get_client(&self, resource: &ResourceId, id: &ClientId) -> Result<Option<Client>> {
+        clients::get(self, resource, id).await
+    }
+
+    async fn upsert_cimd_client(&self, client: &Client) -> Result<Client> {
+        clients::upsert_cimd(self, client).await
     }
 
     async fn list_clients(&self, resource: Option<&ResourceId>) -> Result<Vec<Client>> {
@@ -320,12 +329,18 @@ impl Store for PgStore {
         clients::find_by_fingerprint(self, resource, fingerprint).await
     }
 
-    async fn set_client_disabled(&self, id: &ClientId, disabled: bool, now: i64) -> Result<bool> {
-        clients::set_disabled(self, id, disabled, now).await
+    async fn set_client_disabled(
+        &self,
+        resource: &ResourceId,
+        id: &ClientId,
+        disabled: bool,
+        now: i64,
+    ) -> Result<bool> {
+        clients::set_disabled(self, resource, id, disabled, now).await
     }
 
-    async fn delete_client(&self, id: &ClientId) -> Result<bool> {
-        clients::delete(self, id).await
+    async fn delete_client(&self, resource: &ResourceId, id: &ClientId) -> Result<bool> {
+        clients::delete(self, resource, id).await
     }
 
     async fn create_user(&self, user: &User) -> Result<()> {

@@ -175,8 +175,12 @@ impl Store for SqliteStore {
         clients::create(self, client).await
     }
 
-    async fn get_client(&self, id: &ClientId) -> Result<Option<Client>> {
-        clients::get(self, id).await
+    async fn get_client(&self, resource: &ResourceId, id: &ClientId) -> Result<Option<Client>> {
+        clients::get(self, resource, id).await
+    }
+
+    async fn upsert_cimd_client(&self, client: &Client) -> Result<Client> {
+        clients::upsert_cimd(self, client).await
     }
 
     async fn list_clients(&self, resource: Option<&ResourceId>) -> Result<Vec<Client>> {
@@ -187,12 +191,18 @@ impl Store for SqliteStore {
         clients::find_by_fingerprint(self, resource, fingerprint).await
     }
 
-    async fn set_client_disabled(&self, id: &ClientId, disabled: bool, now: i64) -> Result<bool> {
-        clients::set_disabled(self, id, disabled, now).await
+    async fn set_client_disabled(
+        &self,
+        resource: &ResourceId,
+        id: &ClientId,
+        disabled: bool,
+        now: i64,
+    ) -> Result<bool> {
+        clients::set_disabled(self, resource, id, disabled, now).await
     }
 
-    async fn delete_client(&self, id: &ClientId) -> Result<bool> {
-        clients::delete(self, id).await
+    async fn delete_client(&self, resource: &ResourceId, id: &ClientId) -> Result<bool> {
+        clients::delete(self, resource, id).await
     }
 
     async fn create_user(&self, user: &User) -> Result<()> {

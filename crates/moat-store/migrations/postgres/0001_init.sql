@@ -20,7 +20,10 @@
 --     JSONB operators, CREATE INDEX CONCURRENTLY, and server-side defaults for anything the
 --     application supplies (every value is bound explicitly, so the schema holds no logic).
 -- Foreign keys cascade where the Store trait says deletes cascade, and every lookup path and
--- every cascading foreign-key column has an index.
+-- every cascading foreign key has an index whose leading columns are its columns. A client is
+-- identified by (resource_id, id) (a Client ID Metadata Document URL may be a client of several
+-- resources, DESIGN.md §5), so every table naming a client references (resource_id, client_id),
+-- and that index also serves the foreign key to resources.
 
 -- Registered MCP servers. `server_url` is kept exactly as registered (tokens carry it in `aud`);
 -- uniqueness is enforced on its canonical form (DESIGN.md §8, RFC 8707 §2).
@@ -62,9 +65,11 @@ CREATE TABLE clients (
     created_at        BIGINT   NOT NULL,
     updated_at        BIGINT   NOT NULL,
     last_used_at      BIGINT,
-    CONSTRAINT clients_pkey PRIMARY KEY (id),
+    CONSTRAINT clients_pkey PRIMARY KEY (resource_id, id),
     CONSTRAINT clients_disabled_flag CHECK (disabled IN (0, 1))
 );
+-- No index on `id` alone: every lookup names the resource (the primary key serves it); listing
+-- all clients reads the whole table anyway.
 CREATE INDEX clients_resource_created ON clients (resource_id, created_at);
 CREATE INDEX clients_resource_fingerprint ON clients (resource_id, fingerprint);
 CREATE INDEX clients_kind_unused ON clients (kind, last_used_at, created_at);
@@ -103,7 +108,7 @@ CREATE TABLE authorization_requests (
     id                    TEXT     NOT NULL,
     browser_hash          TEXT     NOT NULL,
     resource_id           TEXT     NOT NULL REFERENCES resources (id) ON DELETE CASCADE,
-    client_id             TEXT     NOT NULL REFERENCES clients (id) ON DELETE CASCADE,
+    client_id             TEXT     NOT NULL,
     redirect_uri          TEXT     NOT NULL,
     redirect_uri_explicit SMALLINT NOT NULL,
     scopes                TEXT     NOT NULL, -- space-joined
@@ -114,24 +119,26 @@ CREATE TABLE authorization_requests (
     created_at            BIGINT   NOT NULL,
     expires_at            BIGINT   NOT NULL,
     CONSTRAINT authorization_requests_pkey PRIMARY KEY (id),
+    CONSTRAINT authorization_requests_client_fkey FOREIGN KEY (resource_id, client_id)
+        REFERENCES clients (resource_id, id) ON DELETE CASCADE,
     CONSTRAINT authorization_requests_redirect_uri_explicit_flag CHECK (redirect_uri_explicit IN (0, 1))
 );
-CREATE INDEX authorization_requests_resource ON authorization_requests (resource_id);
-CREATE INDEX authorization_requests_client ON authorization_requests (client_id);
+CREATE INDEX authorization_requests_client ON authorization_requests (resource_id, client_id);
 CREATE INDEX authorization_requests_expires ON authorization_requests (expires_at);
 
 -- Remembered consent per (user, client, resource).
 CREATE TABLE consents (
     user_id     TEXT   NOT NULL REFERENCES users (id) ON DELETE CASCADE,
-    client_id   TEXT   NOT NULL REFERENCES clients (id) ON DELETE CASCADE,
+    client_id   TEXT   NOT NULL,
     resource_id TEXT   NOT NULL REFERENCES resources (id) ON DELETE CASCADE,
     scopes      TEXT   NOT NULL, -- space-joined
     created_at  BIGINT NOT NULL,
     updated_at  BIGINT NOT NULL,
-    CONSTRAINT consents_pkey PRIMARY KEY (user_id, client_id, resource_id)
+    CONSTRAINT consents_pkey PRIMARY KEY (user_id, client_id, resource_id),
+    CONSTRAINT consents_client_fkey FOREIGN KEY (resource_id, client_id)
+        REFERENCES clients (resource_id, id) ON DELETE CASCADE
 );
-CREATE INDEX consents_client ON consents (client_id);
-CREATE INDEX consents_resource ON consents (resource_id);
+CREATE INDEX consents_client ON consents (resource_id, client_id);
 
 -- Refresh-token families (DESIGN.md §4): revoking the family revokes every token in it.
 -- `session_id` is informational (the `sid` claim), not a foreign key: logging out of the browser
@@ -139,7 +146,7 @@ CREATE INDEX consents_resource ON consents (resource_id);
 CREATE TABLE refresh_families (
     id          TEXT   NOT NULL,
     resource_id TEXT   NOT NULL REFERENCES resources (id) ON DELETE CASCADE,
-    client_id   TEXT   NOT NULL REFERENCES clients (id) ON DELETE CASCADE,
+    client_id   TEXT   NOT NULL,
     user_id     TEXT            REFERENCES users (id) ON DELETE CASCADE,
     session_id  TEXT,
     scopes      TEXT   NOT NULL, -- space-joined
@@ -147,12 +154,13 @@ CREATE TABLE refresh_families (
     created_at  BIGINT NOT NULL,
     expires_at  BIGINT NOT NULL,
     revoked_at  BIGINT,
-    CONSTRAINT refresh_families_pkey PRIMARY KEY (id)
+    CONSTRAINT refresh_families_pkey PRIMARY KEY (id),
+    CONSTRAINT refresh_families_client_fkey FOREIGN KEY (resource_id, client_id)
+        REFERENCES clients (resource_id, id) ON DELETE CASCADE
 );
-CREATE INDEX refresh_families_client ON refresh_families (client_id);
+CREATE INDEX refresh_families_client ON refresh_families (resource_id, client_id);
 CREATE INDEX refresh_families_user_client_resource
     ON refresh_families (user_id, client_id, resource_id);
-CREATE INDEX refresh_families_resource ON refresh_families (resource_id);
 CREATE INDEX refresh_families_expires ON refresh_families (expires_at);
 
 -- Refresh tokens by SHA-256 hash. A token has at most one successor (the successor hash is
@@ -179,7 +187,7 @@ CREATE INDEX refresh_tokens_expires ON refresh_tokens (expires_at);
 CREATE TABLE authorization_codes (
     code_hash             TEXT     NOT NULL,
     resource_id           TEXT     NOT NULL REFERENCES resources (id) ON DELETE CASCADE,
-    client_id             TEXT     NOT NULL REFERENCES clients (id) ON DELETE CASCADE,
+    client_id             TEXT     NOT NULL,
     user_id               TEXT     NOT NULL REFERENCES users (id) ON DELETE CASCADE,
     session_id            TEXT,
     redirect_uri          TEXT     NOT NULL,
@@ -193,10 +201,11 @@ CREATE TABLE authorization_codes (
     consumed_at           BIGINT,
     family_id             TEXT              REFERENCES refresh_families (id) ON DELETE SET NULL,
     CONSTRAINT authorization_codes_pkey PRIMARY KEY (code_hash),
+    CONSTRAINT authorization_codes_client_fkey FOREIGN KEY (resource_id, client_id)
+        REFERENCES clients (resource_id, id) ON DELETE CASCADE,
     CONSTRAINT authorization_codes_redirect_uri_explicit_flag CHECK (redirect_uri_explicit IN (0, 1))
 );
-CREATE INDEX authorization_codes_resource ON authorization_codes (resource_id);
-CREATE INDEX authorization_codes_client ON authorization_codes (client_id);
+CREATE INDEX authorization_codes_client ON authorization_codes (resource_id, client_id);
 CREATE INDEX authorization_codes_user ON authorization_codes (user_id);
 CREATE INDEX authorization_codes_family ON authorization_codes (family_id);
 CREATE INDEX authorization_codes_expires ON authorization_codes (expires_at);

@@ -2,7 +2,12 @@
 -- must stay structurally identical: times are BIGINT Unix seconds, booleans are INTEGER 0/1,
 -- scope lists are space-joined TEXT, structured lists and documents are JSON TEXT. No triggers.
 -- Foreign keys cascade where the Store trait says deletes cascade; every lookup path and every
--- cascading foreign-key column has an index (SQLite scans the child table otherwise).
+-- cascading foreign key has an index whose leading columns are its columns (SQLite scans the
+-- child table otherwise). A client belongs to one resource and is identified by
+-- (resource_id, id): a Client ID Metadata Document client's id is its URL, and the same URL may
+-- be a client of several resources, each with a row, consents and grants of its own (DESIGN.md
+-- §5). So every table naming a client references (resource_id, client_id), and its index on
+-- those columns also serves the foreign key to resources (no separate resource_id index).
 
 -- Registered MCP servers. `server_url` is kept exactly as registered (tokens carry it in `aud`);
 -- uniqueness is enforced on its canonical form (DESIGN.md §8, RFC 8707 §2).
@@ -25,7 +30,7 @@ CREATE TABLE resources (
 );
 
 CREATE TABLE clients (
-    id                TEXT    NOT NULL PRIMARY KEY,
+    id                TEXT    NOT NULL,
     resource_id       TEXT    NOT NULL REFERENCES resources (id) ON DELETE CASCADE,
     kind              TEXT    NOT NULL, -- pre_registered | dynamic | cimd
     name              TEXT    NOT NULL,
@@ -40,8 +45,11 @@ CREATE TABLE clients (
     disabled          INTEGER NOT NULL,
     created_at        BIGINT  NOT NULL,
     updated_at        BIGINT  NOT NULL,
-    last_used_at      BIGINT
+    last_used_at      BIGINT,
+    PRIMARY KEY (resource_id, id)
 );
+-- No index on `id` alone: every lookup names the resource (the primary key serves it); listing
+-- all clients reads the whole table anyway.
 CREATE INDEX clients_resource_created ON clients (resource_id, created_at);
 CREATE INDEX clients_resource_fingerprint ON clients (resource_id, fingerprint);
 CREATE INDEX clients_kind_unused ON clients (kind, last_used_at, created_at);
@@ -77,7 +85,7 @@ CREATE TABLE authorization_requests (
     id                    TEXT    NOT NULL PRIMARY KEY,
     browser_hash          TEXT    NOT NULL,
     resource_id           TEXT    NOT NULL REFERENCES resources (id) ON DELETE CASCADE,
-    client_id             TEXT    NOT NULL REFERENCES clients (id) ON DELETE CASCADE,
+    client_id             TEXT    NOT NULL,
     redirect_uri          TEXT    NOT NULL,
     redirect_uri_explicit INTEGER NOT NULL,
     scopes                TEXT    NOT NULL, -- space-joined
@@ -86,24 +94,26 @@ CREATE TABLE authorization_requests (
     resource_url          TEXT    NOT NULL,
     prompt                TEXT,
     created_at            BIGINT  NOT NULL,
-    expires_at            BIGINT  NOT NULL
+    expires_at            BIGINT  NOT NULL,
+    CONSTRAINT authorization_requests_client_fkey FOREIGN KEY (resource_id, client_id)
+        REFERENCES clients (resource_id, id) ON DELETE CASCADE
 );
-CREATE INDEX authorization_requests_resource ON authorization_requests (resource_id);
-CREATE INDEX authorization_requests_client ON authorization_requests (client_id);
+CREATE INDEX authorization_requests_client ON authorization_requests (resource_id, client_id);
 CREATE INDEX authorization_requests_expires ON authorization_requests (expires_at);
 
 -- Remembered consent per (user, client, resource).
 CREATE TABLE consents (
     user_id     TEXT   NOT NULL REFERENCES users (id) ON DELETE CASCADE,
-    client_id   TEXT   NOT NULL REFERENCES clients (id) ON DELETE CASCADE,
+    client_id   TEXT   NOT NULL,
     resource_id TEXT   NOT NULL REFERENCES resources (id) ON DELETE CASCADE,
     scopes      TEXT   NOT NULL, -- space-joined
     created_at  BIGINT NOT NULL,
     updated_at  BIGINT NOT NULL,
-    PRIMARY KEY (user_id, client_id, resource_id)
+    PRIMARY KEY (user_id, client_id, resource_id),
+    CONSTRAINT consents_client_fkey FOREIGN KEY (resource_id, client_id)
+        REFERENCES clients (resource_id, id) ON DELETE CASCADE
 );
-CREATE INDEX consents_client ON consents (client_id);
-CREATE INDEX consents_resource ON consents (resource_id);
+CREATE INDEX consents_client ON consents (resource_id, client_id);
 
 -- Refresh-token families (DESIGN.md §4): revoking the family revokes every token in it.
 -- `session_id` is informational (the `sid` claim), not a foreign key: logging out of the browser
@@ -111,19 +121,20 @@ CREATE INDEX consents_resource ON consents (resource_id);
 CREATE TABLE refresh_families (
     id          TEXT   NOT NULL PRIMARY KEY,
     resource_id TEXT   NOT NULL REFERENCES resources (id) ON DELETE CASCADE,
-    client_id   TEXT   NOT NULL REFERENCES clients (id) ON DELETE CASCADE,
+    client_id   TEXT   NOT NULL,
     user_id     TEXT            REFERENCES users (id) ON DELETE CASCADE,
     session_id  TEXT,
     scopes      TEXT   NOT NULL, -- space-joined
     auth_time   BIGINT,
     created_at  BIGINT NOT NULL,
     expires_at  BIGINT NOT NULL,
-    revoked_at  BIGINT
+    revoked_at  BIGINT,
+    CONSTRAINT refresh_families_client_fkey FOREIGN KEY (resource_id, client_id)
+        REFERENCES clients (resource_id, id) ON DELETE CASCADE
 );
-CREATE INDEX refresh_families_client ON refresh_families (client_id);
+CREATE INDEX refresh_families_client ON refresh_families (resource_id, client_id);
 CREATE INDEX refresh_families_user_client_resource
     ON refresh_families (user_id, client_id, resource_id);
-CREATE INDEX refresh_families_resource ON refresh_families (resource_id);
 CREATE INDEX refresh_families_expires ON refresh_families (expires_at);
 
 -- Refresh tokens by SHA-256 hash. A token has at most one successor (the successor hash is
@@ -148,7 +159,7 @@ CREATE INDEX refresh_tokens_expires ON refresh_tokens (expires_at);
 CREATE TABLE authorization_codes (
     code_hash             TEXT    NOT NULL PRIMARY KEY,
     resource_id           TEXT    NOT NULL REFERENCES resources (id) ON DELETE CASCADE,
-    client_id             TEXT    NOT NULL REFERENCES clients (id) ON DELETE CASCADE,
+    client_id             TEXT    NOT NULL,
     user_id               TEXT    NOT NULL REFERENCES users (id) ON DELETE CASCADE,
     session_id            TEXT,
     redirect_uri          TEXT    NOT NULL,
@@ -160,10 +171,11 @@ CREATE TABLE authorization_codes (
     created_at            BIGINT  NOT NULL,
     expires_at            BIGINT  NOT NULL,
     consumed_at           BIGINT,
-    family_id             TEXT             REFERENCES refresh_families (id) ON DELETE SET NULL
+    family_id             TEXT             REFERENCES refresh_families (id) ON DELETE SET NULL,
+    CONSTRAINT authorization_codes_client_fkey FOREIGN KEY (resource_id, client_id)
+        REFERENCES clients (resource_id, id) ON DELETE CASCADE
 );
-CREATE INDEX authorization_codes_resource ON authorization_codes (resource_id);
-CREATE INDEX authorization_codes_client ON authorization_codes (client_id);
+CREATE INDEX authorization_codes_client ON authorization_codes (resource_id, client_id);
 CREATE INDEX authorization_codes_user ON authorization_codes (user_id);
 CREATE INDEX authorization_codes_family ON authorization_codes (family_id);
 CREATE INDEX authorization_codes_expires ON authorization_codes (expires_at);

@@ -140,8 +140,8 @@ async fn redeem_in(
     // it (a deadlock). Then share-lock the client row while the family is created: a client
     // disabled since the token endpoint checked it is refused, and one being disabled right now
     // waits for this transaction and then revokes its family (see `clients::set_disabled`).
-    clients::mark_used_in(tx, &code.client_id, now).await?;
-    if !clients::lock_if_active_in(tx, &code.client_id).await? {
+    clients::mark_used_in(tx, &code.resource_id, &code.client_id, now).await?;
+    if !clients::lock_if_active_in(tx, &code.resource_id, &code.client_id).await? {
         // Nothing was written: `mark_used_in` skips disabled clients.
         return Ok(RedeemOutcome::Rejected(crate::client_disabled()));
     }

@@ -7,7 +7,7 @@
 //! successor it stored, and returns that successor again (grace replay) or revokes the family
 //! (reuse), exactly as if the two requests had arrived one after the other.
 
-use moat_core::ids::FamilyId;
+use moat_core::ids::{FamilyId, UserId};
 use moat_core::model::{AuthorizationCode, NewFamily, RefreshFamily, RefreshToken};
 use moat_core::refresh::{RotationDecision, RotationFacts, decide, successor_expiry};
 use sqlx::PgConnection;
@@ -108,21 +108,14 @@ async fn family_in(conn: &mut PgConnection, id: &FamilyId, lock: bool) -> TxResu
         .transpose()?)
 }
 
-/// Whether a row of `table` with this id exists and is not disabled.
-async fn active_in(conn: &mut PgConnection, table: Table, id: &str) -> TxResult<bool> {
-    let sql = match table {
-        Table::Clients => "SELECT disabled FROM clients WHERE id = $1",
-        Table::Users => "SELECT disabled FROM users WHERE id = $1",
-    };
-    let disabled: Option<i16> =
-        sqlx::query_scalar(sql).bind(id).fetch_optional(conn).await.map_err(fail("check client or user status"))?;
+/// Whether the user exists and is not disabled.
+async fn user_active_in(conn: &mut PgConnection, id: &UserId) -> TxResult<bool> {
+    let disabled: Option<i16> = sqlx::query_scalar("SELECT disabled FROM users WHERE id = $1")
+        .bind(id.as_str())
+        .fetch_optional(conn)
+        .await
+        .map_err(fail("check user status"))?;
     Ok(disabled.is_some_and(|d| d == 0))
-}
-
-#[derive(Clone, Copy)]
-enum Table {
-    Clients,
-    Users,
 }
 
 /// Rotates a refresh token (see [`crate::Store::rotate_refresh_token`]).
@@ -152,10 +145,11 @@ async fn rotate_in(tx: &mut PgConnection, r: &Rotation<'_>) -> TxResult<RotateOu
     // token counts (its parent must match).
     let successor =
         token_in(tx, r.successor_hash, false).await?.filter(|t| t.parent_hash.as_deref() == Some(r.presented_hash));
-    let client_active = active_in(tx, Table::Clients, family.client_id.as_str()).await?;
+    // The family's client is the one at the family's resource.
+    let client_active = clients::is_active_in(tx, &family.resource_id, &family.client_id).await?;
     let (user_active, consent_scopes) = match &family.user_id {
         Some(user) => (
-            active_in(tx, Table::Users, user.as_str()).await?,
+            user_active_in(tx, user).await?,
             consents::scopes_in(tx, user, &family.client_id, &family.resource_id).await?,
         ),
         None => (true, None),
@@ -191,7 +185,7 @@ async fn rotate_in(tx: &mut PgConnection, r: &Rotation<'_>) -> TxResult<RotateOu
             }
             let expires_at = successor_expiry(r.now, r.idle_ttl, family.expires_at);
             insert_token_in(tx, r.successor_hash, &family.id, Some(r.presented_hash), r.now, expires_at).await?;
-            clients::mark_used_in(tx, &family.client_id, r.now).await?;
+            clients::mark_used_in(tx, &family.resource_id, &family.client_id, r.now).await?;
             Ok(RotateOutcome::Rotated { family, successor_expires_at: expires_at })
         }
         RotationDecision::ReplayWithinGrace => {

@@ -89,5 +89,5 @@ pub(super) async fn update(s: &PgStore, r: &Resource) -> Result<bool> {
 /// Clients, codes, consents, pending requests, families and tokens go with it (foreign keys
 /// with `ON DELETE CASCADE`, applied within the one DELETE statement).
 pub(super) async fn delete(s: &PgStore, id: &ResourceId) -> Result<bool> {
-    s.delete_cascading("delete resource", "DELETE FROM resources WHERE id = $1", id.as_str()).await
+    s.delete_cascading("delete resource", "DELETE FROM resources WHERE id = $1", &[id.as_str()]).await
 }

@@ -98,5 +98,5 @@ async fn set_disabled_in(tx: &mut PgConnection, id: &UserId, disabled: bool, now
 
 /// Sessions, codes, consents, families and tokens cascade.
 pub(super) async fn delete(s: &PgStore, id: &UserId) -> Result<bool> {
-    s.delete_cascading("delete user", "DELETE FROM users WHERE id = $1", id.as_str()).await
+    s.delete_cascading("delete user", "DELETE FROM users WHERE id = $1", &[id.as_str()]).await
 }

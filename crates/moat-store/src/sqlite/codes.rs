@@ -102,7 +102,7 @@ pub(super) async fn redeem(
             rollback(tx, "redeem code").await?;
             return Ok(RedeemOutcome::Rejected(e));
         }
-        if !clients::is_active_in(&mut tx, &code.client_id).await? {
+        if !clients::is_active_in(&mut tx, &code.resource_id, &code.client_id).await? {
             // Disabled since the token endpoint checked it: no new family (disabling revoked
             // the client's families, and this one would escape it).
             rollback(tx, "redeem code").await?;
@@ -133,7 +133,7 @@ pub(super) async fn redeem(
                 .await
                 .map_err(|e| db_error("record family on code", e))?;
         }
-        clients::mark_used(&mut tx, &code.client_id, now).await?;
+        clients::mark_used(&mut tx, &code.resource_id, &code.client_id, now).await?;
         commit(tx, "redeem code").await?;
         return Ok(RedeemOutcome::Redeemed(AuthorizationCode {
             consumed_at: Some(now),

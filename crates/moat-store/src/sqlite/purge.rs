@@ -82,7 +82,8 @@ pub(super) async fn purge_expired(
         .await?,
         unused_dynamic_clients: 0,
     };
-    // Never-used dynamic registrations expire (DESIGN.md §5); their rows in other tables cascade.
+    // Never-used dynamic registrations expire (DESIGN.md §5); their rows in other tables (those
+    // naming the same resource and client) cascade.
     let unused = sqlx::query("DELETE FROM clients WHERE kind = ? AND last_used_at IS NULL AND created_at < ?")
         .bind(ClientKind::Dynamic.as_str())
         .bind(unused_client_cutoff)

@@ -4,7 +4,7 @@
 //! applies its decision inside one write transaction, so two concurrent refreshes of the same
 //! token can never both rotate it.
 
-use moat_core::ids::FamilyId;
+use moat_core::ids::{FamilyId, UserId};
 use moat_core::model::{AuthorizationCode, NewFamily, RefreshFamily, RefreshToken};
 use moat_core::refresh::{RotationDecision, RotationFacts, decide, successor_expiry};
 use sqlx::SqliteConnection;
@@ -93,24 +93,14 @@ async fn family_in(conn: &mut SqliteConnection, id: &FamilyId) -> Result<Option<
         .transpose()
 }
 
-/// Whether a row of `table` with this id exists and is not disabled.
-async fn active_in(conn: &mut SqliteConnection, table: Table, id: &str) -> Result<bool> {
-    let sql = match table {
-        Table::Clients => "SELECT disabled FROM clients WHERE id = ?",
-        Table::Users => "SELECT disabled FROM users WHERE id = ?",
-    };
-    let disabled: Option<i64> = sqlx::query_scalar(sql)
-        .bind(id)
+/// Whether the user exists and is not disabled.
+async fn user_active_in(conn: &mut SqliteConnection, id: &UserId) -> Result<bool> {
+    let disabled: Option<i64> = sqlx::query_scalar("SELECT disabled FROM users WHERE id = ?")
+        .bind(id.as_str())
         .fetch_optional(conn)
         .await
-        .map_err(|e| db_error("check client or user status", e))?;
+        .map_err(|e| db_error("check user status", e))?;
     Ok(disabled.is_some_and(|d| !int_to_bool(d)))
-}
-
-#[derive(Clone, Copy)]
-enum Table {
-    Clients,
-    Users,
 }
 
 /// Rotates a refresh token (see [`crate::Store::rotate_refresh_token`]).
@@ -129,10 +119,11 @@ pub(super) async fn rotate(s: &SqliteStore, r: &Rotation<'_>) -> Result<RotateOu
         // Only the successor derived from *this* token counts (its parent must match).
         let successor =
             token_in(&mut tx, r.successor_hash).await?.filter(|t| t.parent_hash.as_deref() == Some(r.presented_hash));
-        let client_active = active_in(&mut tx, Table::Clients, family.client_id.as_str()).await?;
+        // The family's client is the one at the family's resource.
+        let client_active = clients::is_active_in(&mut tx, &family.resource_id, &family.client_id).await?;
         let (user_active, consent_scopes) = match &family.user_id {
             Some(user) => (
-                active_in(&mut tx, Table::Users, user.as_str()).await?,
+                user_active_in(&mut tx, user).await?,
                 consents::scopes_in(&mut tx, user, &family.client_id, &family.resource_id).await?,
             ),
             None => (true, None),
@@ -169,7 +160,7 @@ pub(super) async fn rotate(s: &SqliteStore, r: &Rotation<'_>) -> Result<RotateOu
                 let expires_at = successor_expiry(r.now, r.idle_ttl, family.expires_at);
                 insert_token_in(&mut tx, r.successor_hash, &family.id, Some(r.presented_hash), r.now, expires_at)
                     .await?;
-                clients::mark_used(&mut tx, &family.client_id, r.now).await?;
+                clients::mark_used(&mut tx, &family.resource_id, &family.client_id, r.now).await?;
                 commit(tx, "rotate refresh token").await?;
                 return Ok(RotateOutcome::Rotated { family, successor_expires_at: expires_at });
             }

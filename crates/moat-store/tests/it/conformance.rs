@@ -179,7 +179,7 @@ pub async fn resource_delete_cascades(store: DynStore) {
     let other = world(&store).await;
 
     assert!(store.delete_resource(&w.resource.id).await.unwrap());
-    assert!(store.get_client(&w.client.id).await.unwrap().is_none());
+    assert!(store.get_client(&w.client.resource_id, &w.client.id).await.unwrap().is_none());
     assert!(store.get_consent(&w.user.id, &w.client.id, &w.resource.id).await.unwrap().is_none());
     assert!(store.get_family(&g.family.id).await.unwrap().is_none());
     assert!(store.get_refresh_token(&g.family.first_token_hash).await.unwrap().is_none());
@@ -188,14 +188,14 @@ pub async fn resource_delete_cascades(store: DynStore) {
     assert_eq!(redeem, RedeemOutcome::NotFound);
     // Users are not owned by resources; other resources are untouched.
     assert!(store.get_user(&w.user.id).await.unwrap().is_some());
-    assert!(store.get_client(&other.client.id).await.unwrap().is_some());
+    assert!(store.get_client(&other.client.resource_id, &other.client.id).await.unwrap().is_some());
 }
 
 // ---- clients ---------------------------------------------------------------------------------
 
 pub async fn client_round_trip(store: DynStore) {
     let w = world(&store).await;
-    assert_eq!(store.get_client(&w.client.id).await.unwrap(), Some(w.client.clone()));
+    assert_eq!(store.get_client(&w.client.resource_id, &w.client.id).await.unwrap(), Some(w.client.clone()));
     assert!(is_conflict(store.create_client(&w.client).await));
 
     // A CIMD client: URL id, public, no secret, no optional fields.
@@ -212,14 +212,14 @@ pub async fn client_round_trip(store: DynStore) {
     cimd.last_used_at = Some(NOW + 3);
     cimd.created_at = NOW + 2;
     store.create_client(&cimd).await.unwrap();
-    assert_eq!(store.get_client(&cimd.id).await.unwrap(), Some(cimd.clone()));
+    assert_eq!(store.get_client(&cimd.resource_id, &cimd.id).await.unwrap(), Some(cimd.clone()));
 
     let other = world(&store).await;
     assert_eq!(store.list_clients(Some(&w.resource.id)).await.unwrap(), vec![w.client.clone(), cimd.clone()]);
     assert_eq!(store.list_clients(Some(&other.resource.id)).await.unwrap(), vec![other.client.clone()]);
     assert_eq!(store.list_clients(None).await.unwrap().len(), 3);
     assert!(store.list_clients(Some(&ResourceId::generate())).await.unwrap().is_empty());
-    assert!(store.get_client(&ClientId::generate()).await.unwrap().is_none());
+    assert!(store.get_client(&w.resource.id, &ClientId::generate()).await.unwrap().is_none());
 
     // A client of an unknown resource is refused (foreign key), not a conflict.
     let orphan = fixtures::client(&ResourceId::generate());
@@ -248,7 +248,7 @@ pub async fn client_fingerprint_lookup(store: DynStore) {
     assert!(store.find_client_by_fingerprint(&w.resource.id, "fp-2").await.unwrap().is_none());
     assert!(store.find_client_by_fingerprint(&w.resource.id, "fp-3").await.unwrap().is_none());
     assert!(store.find_client_by_fingerprint(&w.resource.id, "nope").await.unwrap().is_none());
-    assert!(store.set_client_disabled(&dynamic.id, true, NOW).await.unwrap());
+    assert!(store.set_client_disabled(&dynamic.resource_id, &dynamic.id, true, NOW).await.unwrap());
     assert!(store.find_client_by_fingerprint(&w.resource.id, "fp-1").await.unwrap().is_none());
 }
 
@@ -256,22 +256,22 @@ pub async fn disabling_client_revokes_families(store: DynStore) {
     let g = grant(&store).await;
     let w = &g.world;
     let at = NOW + 5;
-    assert!(store.set_client_disabled(&w.client.id, true, at).await.unwrap());
-    let client = store.get_client(&w.client.id).await.unwrap().unwrap();
+    assert!(store.set_client_disabled(&w.client.resource_id, &w.client.id, true, at).await.unwrap());
+    let client = store.get_client(&w.client.resource_id, &w.client.id).await.unwrap().unwrap();
     assert!(client.disabled);
     assert_eq!(client.updated_at, at);
     assert_eq!(store.get_family(&g.family.id).await.unwrap().unwrap().revoked_at, Some(at));
 
     // Enabling again does not revive what was revoked.
-    assert!(store.set_client_disabled(&w.client.id, false, at + 1).await.unwrap());
-    assert!(!store.get_client(&w.client.id).await.unwrap().unwrap().disabled);
+    assert!(store.set_client_disabled(&w.client.resource_id, &w.client.id, false, at + 1).await.unwrap());
+    assert!(!store.get_client(&w.client.resource_id, &w.client.id).await.unwrap().unwrap().disabled);
     assert_eq!(store.get_family(&g.family.id).await.unwrap().unwrap().revoked_at, Some(at));
     let succ = random_secret();
     let out =
         store.rotate_refresh_token(&rotation(&g.family.first_token_hash, &succ, &w.client.id, at + 2)).await.unwrap();
     assert_eq!(out, RotateOutcome::Invalid(Some(RejectReason::FamilyRevoked)));
 
-    assert!(!store.set_client_disabled(&ClientId::generate(), true, at).await.unwrap());
+    assert!(!store.set_client_disabled(&w.resource.id, &ClientId::generate(), true, at).await.unwrap());
 }
 
 pub async fn client_delete_cascades(store: DynStore) {
@@ -281,8 +281,8 @@ pub async fn client_delete_cascades(store: DynStore) {
     store.create_authorization_request(&pending).await.unwrap();
     assert!(store.record_assertion_jti(&w.client.id, "jti-1", NOW + 60).await.unwrap());
 
-    assert!(store.delete_client(&w.client.id).await.unwrap());
-    assert!(store.get_client(&w.client.id).await.unwrap().is_none());
+    assert!(store.delete_client(&w.client.resource_id, &w.client.id).await.unwrap());
+    assert!(store.get_client(&w.client.resource_id, &w.client.id).await.unwrap().is_none());
     assert!(store.get_consent(&w.user.id, &w.client.id, &w.resource.id).await.unwrap().is_none());
     assert!(store.get_family(&g.family.id).await.unwrap().is_none());
     assert!(store.get_refresh_token(&g.family.first_token_hash).await.unwrap().is_none());
@@ -291,7 +291,7 @@ pub async fn client_delete_cascades(store: DynStore) {
     assert_eq!(redeem, RedeemOutcome::NotFound);
     assert!(store.get_user(&w.user.id).await.unwrap().is_some());
     assert!(store.get_resource(&w.resource.id).await.unwrap().is_some());
-    assert!(!store.delete_client(&w.client.id).await.unwrap());
+    assert!(!store.delete_client(&w.client.resource_id, &w.client.id).await.unwrap());
     // Seen assertion jtis outlive the client (a CIMD id can come back): still single-use.
     assert!(!store.record_assertion_jti(&w.client.id, "jti-1", NOW + 60).await.unwrap());
 }
@@ -358,7 +358,7 @@ pub async fn user_delete_cascades(store: DynStore) {
     assert!(store.get_refresh_token(&g.family.first_token_hash).await.unwrap().is_none());
     let redeem = store.redeem_code(&g.code.code_hash, NOW, &|_| Ok(()), None).await.unwrap();
     assert_eq!(redeem, RedeemOutcome::NotFound);
-    assert!(store.get_client(&w.client.id).await.unwrap().is_some());
+    assert!(store.get_client(&w.client.resource_id, &w.client.id).await.unwrap().is_some());
     assert!(!store.delete_user(&w.user.id).await.unwrap());
     // The email is free again.
     store.create_user(&fixtures::user(&w.user.email)).await.unwrap();
@@ -502,7 +502,7 @@ pub async fn redeem_creates_family(store: DynStore) {
     assert_eq!(tok.created_at, at);
     assert_eq!(tok.expires_at, nf.token_expires_at);
     assert_eq!(tok.rotated_at, None);
-    assert_eq!(store.get_client(&w.client.id).await.unwrap().unwrap().last_used_at, Some(at));
+    assert_eq!(store.get_client(&w.client.resource_id, &w.client.id).await.unwrap().unwrap().last_used_at, Some(at));
 }
 
 pub async fn redeem_without_family(store: DynStore) {
@@ -516,7 +516,7 @@ pub async fn redeem_without_family(store: DynStore) {
     let RedeemOutcome::Redeemed(redeemed) = out else { panic!("{out:?}") };
     assert_eq!(redeemed.consumed_at, Some(NOW));
     assert_eq!(redeemed.family_id, None);
-    assert_eq!(store.get_client(&w.client.id).await.unwrap().unwrap().last_used_at, Some(NOW));
+    assert_eq!(store.get_client(&w.client.resource_id, &w.client.id).await.unwrap().unwrap().last_used_at, Some(NOW));
     let again = store.redeem_code(&code.code_hash, NOW + 1, &|_| Ok(()), None).await.unwrap();
     assert_eq!(again, RedeemOutcome::Replayed { revoked_family: None });
 }
@@ -554,7 +554,7 @@ pub async fn redeem_unknown_and_expired(store: DynStore) {
     let out = store.redeem_code(&code.code_hash, code.expires_at, &|_| panic!("check ran"), Some(&nf)).await.unwrap();
     assert_eq!(out, RedeemOutcome::Expired);
     assert!(store.get_family(&nf.id).await.unwrap().is_none());
-    assert_eq!(store.get_client(&w.client.id).await.unwrap().unwrap().last_used_at, None);
+    assert_eq!(store.get_client(&w.client.resource_id, &w.client.id).await.unwrap().unwrap().last_used_at, None);
     // Nothing changed: it is still expired, not a replay.
     let out = store.redeem_code(&code.code_hash, code.expires_at + 100, &|_| Ok(()), None).await.unwrap();
     assert_eq!(out, RedeemOutcome::Expired);
@@ -580,7 +580,7 @@ pub async fn rejected_check_leaves_code_redeemable(store: DynStore) {
     assert_eq!(seen.lock().unwrap().clone(), Some(code.clone()));
     assert!(store.get_family(&wrong.id).await.unwrap().is_none());
     assert!(store.get_refresh_token(&wrong.first_token_hash).await.unwrap().is_none());
-    assert_eq!(store.get_client(&w.client.id).await.unwrap().unwrap().last_used_at, None);
+    assert_eq!(store.get_client(&w.client.resource_id, &w.client.id).await.unwrap().unwrap().last_used_at, None);
 
     let nf = fixtures::new_family();
     let out = store.redeem_code(&code.code_hash, NOW + 1, &|_| Ok(()), Some(&nf)).await.unwrap();
@@ -637,7 +637,7 @@ pub async fn redeem_refuses_disabled_client(store: DynStore) {
     let code = fixtures::code(&w.resource, &w.client, &w.user.id);
     assert!(store.complete_authorization(&req.id, &code, None).await.unwrap());
     // Disabled after the token endpoint's client check (which `check` stands for) passed.
-    assert!(store.set_client_disabled(&w.client.id, true, NOW + 1).await.unwrap());
+    assert!(store.set_client_disabled(&w.client.resource_id, &w.client.id, true, NOW + 1).await.unwrap());
 
     let nf = fixtures::new_family();
     let out = store.redeem_code(&code.code_hash, NOW + 2, &|_| Ok(()), Some(&nf)).await.unwrap();
@@ -645,11 +645,11 @@ pub async fn redeem_refuses_disabled_client(store: DynStore) {
     assert_eq!(e, OAuthError::invalid_grant("the client is disabled"));
     assert!(store.get_family(&nf.id).await.unwrap().is_none());
     assert!(store.get_refresh_token(&nf.first_token_hash).await.unwrap().is_none());
-    let client = store.get_client(&w.client.id).await.unwrap().unwrap();
+    let client = store.get_client(&w.client.resource_id, &w.client.id).await.unwrap().unwrap();
     assert_eq!(client.last_used_at, None, "a refused redemption does not mark the client used");
 
     // Nothing was consumed: enabled again, the (unexpired) code redeems normally.
-    assert!(store.set_client_disabled(&w.client.id, false, NOW + 3).await.unwrap());
+    assert!(store.set_client_disabled(&w.client.resource_id, &w.client.id, false, NOW + 3).await.unwrap());
     let out = store.redeem_code(&code.code_hash, NOW + 4, &|_| Ok(()), Some(&nf)).await.unwrap();
     assert!(matches!(out, RedeemOutcome::Redeemed(ref c) if c.family_id == Some(nf.id.clone())), "{out:?}");
 }
@@ -684,11 +684,11 @@ pub async fn disabling_client_during_redemptions_leaves_no_live_family(store: Dy
         });
     }
     let disabler = {
-        let (store, id) = (store.clone(), w.client.id.clone());
+        let (store, resource, id) = (store.clone(), w.resource.id.clone(), w.client.id.clone());
         tasks
             .spawn(async move {
                 start.wait().await;
-                assert!(store.set_client_disabled(&id, true, NOW + 1).await.unwrap());
+                assert!(store.set_client_disabled(&resource, &id, true, NOW + 1).await.unwrap());
                 None
             })
             .id()
@@ -719,7 +719,9 @@ pub async fn disabling_client_during_redemptions_leaves_no_live_family(store: Dy
 pub async fn client_last_used_written_at_most_once_a_minute(store: DynStore) {
     let resolution = moat_store::LAST_USED_RESOLUTION_SECONDS;
     let w = world(&store).await;
-    let last_used = async |store: &DynStore| store.get_client(&w.client.id).await.unwrap().unwrap().last_used_at;
+    let last_used = async |store: &DynStore| {
+        store.get_client(&w.client.resource_id, &w.client.id).await.unwrap().unwrap().last_used_at
+    };
     let redeem = async |store: &DynStore, at: i64| {
         let req = fixtures::request(&w.resource, &w.client);
         store.create_authorization_request(&req).await.unwrap();
@@ -755,7 +757,7 @@ pub async fn client_last_used_written_at_most_once_a_minute(store: DynStore) {
     redeem(&store, at + resolution + 1).await;
     assert_eq!(last_used(&store).await, Some(at + resolution + 1));
     // Other columns were left alone.
-    let client = store.get_client(&w.client.id).await.unwrap().unwrap();
+    let client = store.get_client(&w.client.resource_id, &w.client.id).await.unwrap().unwrap();
     assert_eq!(client, moat_core::model::Client { last_used_at: client.last_used_at, ..w.client.clone() });
 }
 
@@ -782,7 +784,7 @@ pub async fn rotation_stores_successor(store: DynStore) {
     assert_eq!(new.created_at, at);
     assert_eq!(new.expires_at, expected_expiry);
     assert_eq!(new.rotated_at, None);
-    assert_eq!(store.get_client(client).await.unwrap().unwrap().last_used_at, Some(at));
+    assert_eq!(store.get_client(&g.world.resource.id, client).await.unwrap().unwrap().last_used_at, Some(at));
 
     // The successor rotates in turn.
     let third = random_secret();
@@ -911,7 +913,9 @@ pub async fn rotation_rechecks_client_user_and_consent(store: DynStore) {
         let g = grant(&store).await;
         let w = &g.world;
         match case {
-            "client" => assert!(store.set_client_disabled(&w.client.id, true, NOW).await.unwrap()),
+            "client" => {
+                assert!(store.set_client_disabled(&w.client.resource_id, &w.client.id, true, NOW).await.unwrap())
+            }
             "user" => assert!(store.set_user_disabled(&w.user.id, true, NOW).await.unwrap()),
             _ => assert!(store.delete_consent(&w.user.id, &w.client.id, &w.resource.id, NOW).await.unwrap()),
         }
@@ -1254,11 +1258,11 @@ pub async fn purge_removes_only_what_is_expired(store: DynStore) {
     assert!(store.record_assertion_jti(&w.client.id, "gone", now + 60).await.unwrap());
     assert!(!store.record_assertion_jti(&w.client.id, "kept", now + 60).await.unwrap());
 
-    assert!(store.get_client(&dyn_old.id).await.unwrap().is_none());
-    assert!(store.get_client(&dyn_used.id).await.unwrap().is_some());
-    assert!(store.get_client(&dyn_new.id).await.unwrap().is_some());
-    assert!(store.get_client(&pre_old.id).await.unwrap().is_some());
-    assert!(store.get_client(&w.client.id).await.unwrap().is_some());
+    assert!(store.get_client(&dyn_old.resource_id, &dyn_old.id).await.unwrap().is_none());
+    assert!(store.get_client(&dyn_used.resource_id, &dyn_used.id).await.unwrap().is_some());
+    assert!(store.get_client(&dyn_new.resource_id, &dyn_new.id).await.unwrap().is_some());
+    assert!(store.get_client(&pre_old.resource_id, &pre_old.id).await.unwrap().is_some());
+    assert!(store.get_client(&w.client.resource_id, &w.client.id).await.unwrap().is_some());
 
     // Nothing expired is left: purging again at the same time removes nothing.
     assert_eq!(store.purge_expired(now, now - 100, now - 200).await.unwrap(), PurgeStats::default());

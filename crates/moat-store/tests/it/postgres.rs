@@ -374,8 +374,8 @@ async fn revocations_racing_rotations_leave_nothing_refreshable() {
         let id = client.clone();
         start.wait().await;
         match revoke {
-            "disable" => assert!(revoker.set_client_disabled(&id, true, NOW + 1).await.unwrap()),
-            _ => assert!(revoker.delete_client(&id).await.unwrap()),
+            "disable" => assert!(revoker.set_client_disabled(&w.resource.id, &id, true, NOW + 1).await.unwrap()),
+            _ => assert!(revoker.delete_client(&w.resource.id, &id).await.unwrap()),
         }
         while let Some(done) = tasks.join_next().await {
             done.unwrap().unwrap();
@@ -413,7 +413,7 @@ async fn concurrent_migrations_apply_once() {
     let applied = schema.count("SELECT count(*) FROM _sqlx_migrations WHERE success", &[]).await;
     assert_eq!(applied, i64::try_from(migrations).unwrap());
     let w = fixtures::world(&a).await;
-    assert_eq!(b.get_client(&w.client.id).await.unwrap(), Some(w.client));
+    assert_eq!(b.get_client(&w.resource.id, &w.client.id).await.unwrap(), Some(w.client));
 }
 
 /// A failed migration must not leave sqlx's advisory lock held on a pooled connection (it would

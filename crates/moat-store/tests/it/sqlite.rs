@@ -49,7 +49,7 @@ async fn in_memory_database_works() {
     let store: DynStore = moat_store::connect("sqlite::memory:", &ConnectOptions::default()).await.unwrap();
     store.migrate().await.unwrap();
     let w = fixtures::world(&store).await;
-    assert_eq!(store.get_client(&w.client.id).await.unwrap(), Some(w.client));
+    assert_eq!(store.get_client(&w.resource.id, &w.client.id).await.unwrap(), Some(w.client));
     assert_eq!(store.list_resources().await.unwrap(), vec![w.resource]);
 }
 

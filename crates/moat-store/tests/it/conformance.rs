@@ -5,7 +5,7 @@
 
 use moat_core::OAuthError;
 use moat_core::ids::{ClientId, FamilyId, ResourceId, UserId, random_secret};
-use moat_core::model::{AuditEvent, ClientKind, SigningKeyRecord};
+use moat_core::model::{AuditEvent, AuthMethod, Client, ClientKind, GrantType, SigningKeyRecord};
 use moat_core::refresh::RejectReason;
 use moat_store::{AuditQuery, DynStore, PurgeStats, RedeemOutcome, RotateOutcome, Rotation, StoreError};
 use tokio::task::JoinSet;
@@ -26,6 +26,10 @@ macro_rules! conformance_suite {
             client_fingerprint_lookup,
             disabling_client_revokes_families,
             client_delete_cascades,
+            cimd_client_at_two_resources_is_two_clients,
+            upsert_cimd_client_inserts_then_updates,
+            upsert_cimd_client_never_rewrites_other_kinds,
+            concurrent_cimd_upserts_keep_one_row,
             user_round_trip_and_email_conflict,
             disabling_user_ends_sessions_and_revokes_families,
             user_delete_cascades,
@@ -220,6 +224,17 @@ pub async fn client_round_trip(store: DynStore) {
     assert_eq!(store.list_clients(None).await.unwrap().len(), 3);
     assert!(store.list_clients(Some(&ResourceId::generate())).await.unwrap().is_empty());
     assert!(store.get_client(&w.resource.id, &ClientId::generate()).await.unwrap().is_none());
+    // A client is found only at its own resource.
+    assert!(store.get_client(&other.resource.id, &w.client.id).await.unwrap().is_none());
+    assert!(store.get_client(&ResourceId::generate(), &cimd.id).await.unwrap().is_none());
+
+    // A duplicate (resource, id) conflicts; the same URL at another resource is another client.
+    assert!(is_conflict(store.create_client(&cimd).await));
+    let cimd_there = Client { resource_id: other.resource.id.clone(), name: "Elsewhere".into(), ..cimd.clone() };
+    store.create_client(&cimd_there).await.unwrap();
+    assert!(is_conflict(store.create_client(&cimd_there).await));
+    assert_eq!(store.get_client(&w.resource.id, &cimd.id).await.unwrap(), Some(cimd.clone()));
+    assert_eq!(store.get_client(&other.resource.id, &cimd.id).await.unwrap(), Some(cimd_there));
 
     // A client of an unknown resource is refused (foreign key), not a conflict.
     let orphan = fixtures::client(&ResourceId::generate());
@@ -294,6 +309,206 @@ pub async fn client_delete_cascades(store: DynStore) {
     assert!(!store.delete_client(&w.client.resource_id, &w.client.id).await.unwrap());
     // Seen assertion jtis outlive the client (a CIMD id can come back): still single-use.
     assert!(!store.record_assertion_jti(&w.client.id, "jti-1", NOW + 60).await.unwrap());
+}
+
+/// One metadata-document URL used with two resources: two client rows, each with its own
+/// consent, codes and refresh families; disabling or deleting it at one resource leaves the
+/// other untouched (DESIGN.md §5).
+pub async fn cimd_client_at_two_resources_is_two_clients(store: DynStore) {
+    const URL: &str = "https://app.example.com/client.json";
+    let user = fixtures::user(&fixtures::unique_email());
+    store.create_user(&user).await.unwrap();
+    let mut grants = Vec::new();
+    for _ in 0..2 {
+        let resource = fixtures::resource(&fixtures::unique_server_url());
+        store.create_resource(&resource).await.unwrap();
+        let client = store.upsert_cimd_client(&fixtures::cimd_client(&resource.id, URL)).await.unwrap();
+        grants.push(fixtures::grant_in(&store, fixtures::World { resource, client, user: user.clone() }).await);
+    }
+    let (a, b) = (&grants[0], &grants[1]);
+    let (ra, rb, id) = (&a.world.resource.id, &b.world.resource.id, &a.world.client.id);
+    assert_eq!(id, &b.world.client.id);
+
+    // Two rows, one per resource, each with its own consent and family.
+    let all = store.list_clients(None).await.unwrap();
+    assert!(all.iter().all(|c| c.id == *id));
+    let mut owners: Vec<_> = all.iter().map(|c| &c.resource_id).collect();
+    owners.sort();
+    let mut expected = vec![ra, rb];
+    expected.sort();
+    assert_eq!(owners, expected);
+    assert_eq!(store.list_clients(Some(ra)).await.unwrap().len(), 1);
+    for (g, r) in [(a, ra), (b, rb)] {
+        assert_eq!(store.get_client(r, id).await.unwrap().unwrap().resource_id, *r);
+        assert!(store.get_consent(&user.id, id, r).await.unwrap().is_some());
+        assert_eq!(store.get_family(&g.family.id).await.unwrap().unwrap().resource_id, *r);
+    }
+    // A code waiting for redemption at each resource.
+    let mut pending = Vec::new();
+    for g in [a, b] {
+        let req = fixtures::request(&g.world.resource, &g.world.client);
+        store.create_authorization_request(&req).await.unwrap();
+        let code = fixtures::code(&g.world.resource, &g.world.client, &user.id);
+        assert!(store.complete_authorization(&req.id, &code, None).await.unwrap());
+        pending.push(code.code_hash);
+    }
+
+    // Naming a resource the client does not belong to changes nothing.
+    assert!(!store.set_client_disabled(&ResourceId::generate(), id, true, NOW + 1).await.unwrap());
+    assert!(!store.delete_client(&ResourceId::generate(), id).await.unwrap());
+    assert_eq!(count_clients(&store, &[ra, rb]).await, 2);
+
+    // Disabling at A: A's families are revoked and its codes refused; B keeps working.
+    let at = NOW + 5;
+    assert!(store.set_client_disabled(ra, id, true, at).await.unwrap());
+    assert!(store.get_client(ra, id).await.unwrap().unwrap().disabled);
+    let at_b = store.get_client(rb, id).await.unwrap().unwrap();
+    assert!(!at_b.disabled);
+    assert_eq!(at_b.updated_at, NOW);
+    assert_eq!(store.get_family(&a.family.id).await.unwrap().unwrap().revoked_at, Some(at));
+    assert_eq!(store.get_family(&b.family.id).await.unwrap().unwrap().revoked_at, None);
+    let out = store.redeem_code(&pending[0], at, &|_| Ok(()), Some(&fixtures::new_family())).await.unwrap();
+    assert_eq!(out, RedeemOutcome::Rejected(OAuthError::invalid_grant("the client is disabled")));
+    let nf = fixtures::new_family();
+    let out = store.redeem_code(&pending[1], at, &|_| Ok(()), Some(&nf)).await.unwrap();
+    assert!(matches!(out, RedeemOutcome::Redeemed(ref c) if c.resource_id == *rb), "{out:?}");
+    let out =
+        store.rotate_refresh_token(&rotation(&a.family.first_token_hash, &random_secret(), id, at)).await.unwrap();
+    assert_eq!(out, RotateOutcome::Invalid(Some(RejectReason::FamilyRevoked)));
+    let succ = random_secret();
+    let out = store.rotate_refresh_token(&rotation(&b.family.first_token_hash, &succ, id, at)).await.unwrap();
+    assert!(matches!(out, RotateOutcome::Rotated { ref family, .. } if family.resource_id == *rb), "{out:?}");
+
+    // Deleting at A removes A's row with its consent, codes and families; B's are untouched.
+    assert!(store.delete_client(ra, id).await.unwrap());
+    assert!(store.get_client(ra, id).await.unwrap().is_none());
+    assert!(store.get_consent(&user.id, id, ra).await.unwrap().is_none());
+    assert!(store.get_family(&a.family.id).await.unwrap().is_none());
+    assert_eq!(store.redeem_code(&a.code.code_hash, at, &|_| Ok(()), None).await.unwrap(), RedeemOutcome::NotFound);
+    assert!(!store.delete_client(ra, id).await.unwrap());
+    assert!(!store.get_client(rb, id).await.unwrap().unwrap().disabled);
+    assert!(store.get_consent(&user.id, id, rb).await.unwrap().is_some());
+    assert_eq!(store.get_family(&b.family.id).await.unwrap().unwrap().revoked_at, None);
+    assert!(store.get_family(&nf.id).await.unwrap().is_some());
+    assert!(store.get_refresh_token(&succ).await.unwrap().is_some());
+    // B's consumed code is still recognised: a replay revokes its family.
+    let out = store.redeem_code(&b.code.code_hash, at, &|_| Ok(()), None).await.unwrap();
+    assert_eq!(out, RedeemOutcome::Replayed { revoked_family: Some(b.family.id.clone()) });
+    assert_eq!(count_clients(&store, &[ra, rb]).await, 1);
+}
+
+/// How many clients the given resources have.
+async fn count_clients(store: &DynStore, resources: &[&ResourceId]) -> usize {
+    let mut n = 0;
+    for r in resources {
+        n += store.list_clients(Some(r)).await.unwrap().len();
+    }
+    n
+}
+
+pub async fn upsert_cimd_client_inserts_then_updates(store: DynStore) {
+    const URL: &str = "https://app.example.com/client.json";
+    let w = world(&store).await;
+    // Insert: the row is stored as given and returned.
+    let first = fixtures::cimd_client(&w.resource.id, URL);
+    assert_eq!(store.upsert_cimd_client(&first).await.unwrap(), first);
+    assert_eq!(store.get_client(&w.resource.id, &first.id).await.unwrap(), Some(first.clone()));
+    // Used: a grant sets `last_used_at`.
+    let g = fixtures::grant_in(
+        &store,
+        fixtures::World { resource: w.resource.clone(), client: first.clone(), user: w.user.clone() },
+    )
+    .await;
+    let used = store.get_client(&w.resource.id, &first.id).await.unwrap().unwrap();
+    assert_eq!(used.last_used_at, Some(NOW));
+
+    // Update from a changed document: the document's fields and `updated_at` are replaced;
+    // `disabled`, `created_at`, `last_used_at` and what no document carries are kept.
+    let mut doc = fixtures::cimd_client(&w.resource.id, URL);
+    doc.name = "Renamed".into();
+    doc.redirect_uris = vec!["https://new.example.com/cb".into(), "http://127.0.0.1/callback".into()];
+    doc.grant_types = vec![GrantType::AuthorizationCode];
+    doc.auth_method = AuthMethod::PrivateKeyJwt;
+    doc.metadata = serde_json::json!({"client_id": URL, "jwks_uri": "https://app.example.com/jwks"});
+    (doc.created_at, doc.updated_at, doc.last_used_at) = (NOW + 50, NOW + 50, None);
+    (doc.secret_hash, doc.secret_expires_at) = (Some("cd".repeat(32)), Some(1));
+    (doc.fingerprint, doc.access_token_ttl) = (Some("fp".into()), Some(5));
+    let expected = Client {
+        name: doc.name.clone(),
+        redirect_uris: doc.redirect_uris.clone(),
+        grant_types: doc.grant_types.clone(),
+        auth_method: doc.auth_method,
+        metadata: doc.metadata.clone(),
+        updated_at: NOW + 50,
+        ..used.clone()
+    };
+    assert_eq!(store.upsert_cimd_client(&doc).await.unwrap(), expected);
+    assert_eq!(store.get_client(&w.resource.id, &first.id).await.unwrap(), Some(expected.clone()));
+    // An update is not a re-creation: the client's consent and grants survive it.
+    assert!(store.get_consent(&w.user.id, &first.id, &w.resource.id).await.unwrap().is_some());
+    assert_eq!(store.get_family(&g.family.id).await.unwrap().unwrap().revoked_at, None);
+    assert_eq!(store.list_clients(Some(&w.resource.id)).await.unwrap().len(), 2);
+
+    // A disabled client stays disabled whatever its document says.
+    assert!(store.set_client_disabled(&w.resource.id, &first.id, true, NOW + 60).await.unwrap());
+    let mut again = fixtures::cimd_client(&w.resource.id, URL);
+    (again.name, again.updated_at) = ("Third".into(), NOW + 70);
+    let stored = store.upsert_cimd_client(&again).await.unwrap();
+    assert!(stored.disabled);
+    assert_eq!((stored.name.as_str(), stored.updated_at, stored.created_at), ("Third", NOW + 70, first.created_at));
+    assert_eq!(store.get_client(&w.resource.id, &first.id).await.unwrap(), Some(stored));
+}
+
+pub async fn upsert_cimd_client_never_rewrites_other_kinds(store: DynStore) {
+    const URL: &str = "https://app.example.com/client.json";
+    let w = world(&store).await;
+    // A pre-registered or dynamic client that has the URL as its id is never rewritten by a
+    // document: `Conflict`, nothing changed.
+    for kind in [ClientKind::PreRegistered, ClientKind::Dynamic] {
+        let resource = fixtures::resource(&fixtures::unique_server_url());
+        store.create_resource(&resource).await.unwrap();
+        let registered = Client { id: ClientId::parse(URL).unwrap(), kind, ..fixtures::client(&resource.id) };
+        store.create_client(&registered).await.unwrap();
+        let mut doc = fixtures::cimd_client(&resource.id, URL);
+        doc.redirect_uris = vec!["https://evil.example.net/cb".into()];
+        assert!(is_conflict(store.upsert_cimd_client(&doc).await), "{kind:?}");
+        assert_eq!(store.get_client(&resource.id, &registered.id).await.unwrap(), Some(registered));
+    }
+    // Only metadata-document clients are recorded this way.
+    let not_cimd = Client { kind: ClientKind::Dynamic, ..fixtures::cimd_client(&w.resource.id, URL) };
+    assert!(matches!(store.upsert_cimd_client(&not_cimd).await, Err(StoreError::Backend(_))));
+    assert!(store.get_client(&w.resource.id, &not_cimd.id).await.unwrap().is_none());
+    // A client of an unknown resource is refused (foreign key).
+    let orphan = fixtures::cimd_client(&ResourceId::generate(), URL);
+    assert!(matches!(store.upsert_cimd_client(&orphan).await, Err(StoreError::Backend(_))));
+}
+
+/// Instances recording the same document at once: every call succeeds, one row results, and
+/// every call returns the creation time of the first insert.
+pub async fn concurrent_cimd_upserts_keep_one_row(store: DynStore) {
+    const TASKS: i64 = 16;
+    const URL: &str = "https://app.example.com/client.json";
+    let w = world(&store).await;
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(TASKS as usize));
+    let mut tasks = JoinSet::new();
+    for i in 0..TASKS {
+        let (store, start) = (store.clone(), start.clone());
+        let mut doc = fixtures::cimd_client(&w.resource.id, URL);
+        (doc.name, doc.created_at, doc.updated_at) = (format!("v{i}"), NOW + i, NOW + i);
+        tasks.spawn(async move {
+            start.wait().await;
+            store.upsert_cimd_client(&doc).await.unwrap()
+        });
+    }
+    let mut created = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        created.push(done.unwrap().created_at);
+    }
+    assert!(created.iter().all(|c| *c == created[0]), "{created:?}");
+    let clients = store.list_clients(Some(&w.resource.id)).await.unwrap();
+    assert_eq!(clients.len(), 2);
+    let stored = store.get_client(&w.resource.id, &ClientId::parse(URL).unwrap()).await.unwrap().unwrap();
+    assert_eq!(stored.created_at, created[0]);
 }
 
 // ---- users -----------------------------------------------------------------------------------

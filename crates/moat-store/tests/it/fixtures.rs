@@ -57,6 +57,24 @@ pub fn client(resource: &ResourceId) -> Client {
     }
 }
 
+/// A Client ID Metadata Document client of `resource` whose id is the document's URL, as the
+/// server records it from a validated document: public, no secret, no optional settings.
+pub fn cimd_client(resource: &ResourceId, url: &str) -> Client {
+    Client {
+        id: ClientId::parse(url).unwrap(),
+        kind: ClientKind::Cimd,
+        name: "Doc Client".into(),
+        redirect_uris: vec!["https://app.example.com/cb".into()],
+        grant_types: vec![GrantType::AuthorizationCode, GrantType::RefreshToken],
+        auth_method: AuthMethod::None,
+        secret_hash: None,
+        secret_expires_at: None,
+        metadata: serde_json::json!({"client_id": url, "client_name": "Doc Client"}),
+        access_token_ttl: None,
+        ..client(resource)
+    }
+}
+
 pub fn user(email: &str) -> User {
     User {
         id: UserId::generate(),

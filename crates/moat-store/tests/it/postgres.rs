@@ -493,8 +493,13 @@ async fn tls_when_the_url_requires_it() {
     store.close().await;
 }
 
+/// A foreign key as (table, columns, referenced table, referenced columns, on delete), columns
+/// comma-joined in key order.
+type ForeignKey = (String, String, String, String, String);
+
 /// The PostgreSQL schema stays the twin of SQLite's (migrations/sqlite says it must): the same
-/// tables with the same columns in the same order and nullability, and the same index names.
+/// tables with the same columns in the same order and nullability, the same index names, and
+/// the same foreign keys (columns, referenced columns, delete action).
 #[tokio::test]
 async fn schema_matches_sqlite() {
     let Some(schema) = Schema::create().await else { return };
@@ -527,6 +532,21 @@ async fn schema_matches_sqlite() {
     .await
     .unwrap();
     pg_unique.sort();
+    let mut pg_fks: Vec<ForeignKey> = sqlx::query_as(
+        "SELECT c.conrelid::regclass::TEXT, \
+           (SELECT string_agg(a.attname, ',' ORDER BY k.n) FROM unnest(c.conkey) WITH ORDINALITY k(num, n) \
+              JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.num), \
+           c.confrelid::regclass::TEXT, \
+           (SELECT string_agg(a.attname, ',' ORDER BY k.n) FROM unnest(c.confkey) WITH ORDINALITY k(num, n) \
+              JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.num), \
+           CASE c.confdeltype WHEN 'c' THEN 'CASCADE' WHEN 'n' THEN 'SET NULL' ELSE 'NO ACTION' END \
+         FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace \
+         WHERE c.contype = 'f' AND n.nspname = current_schema()",
+    )
+    .fetch_all(&mut pg)
+    .await
+    .unwrap();
+    pg_fks.sort();
 
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("twin.db").display());
@@ -568,6 +588,31 @@ async fn schema_matches_sqlite() {
         })
         .collect();
     lite_unique.sort();
+    let mut lite_fks: Vec<ForeignKey> = Vec::new();
+    for table in &tables {
+        let rows: Vec<(i64, String, String, String, String)> = sqlx::query_as(
+            "SELECT id, \"table\", \"from\", \"to\", on_delete FROM pragma_foreign_key_list(?) ORDER BY id, seq",
+        )
+        .bind(table)
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        // One row per column of a key, in key order: join the columns of each key.
+        let mut by_id: BTreeMap<i64, ForeignKey> = BTreeMap::new();
+        for (id, parent, from, to, on_delete) in rows {
+            match by_id.get_mut(&id) {
+                Some(fk) => {
+                    fk.1 = format!("{},{from}", fk.1);
+                    fk.3 = format!("{},{to}", fk.3);
+                }
+                None => {
+                    by_id.insert(id, (table.clone(), from, parent, to, on_delete));
+                }
+            }
+        }
+        lite_fks.extend(by_id.into_values());
+    }
+    lite_fks.sort();
 
     let by_table = |cols: &[(String, String, bool)]| {
         let mut m: BTreeMap<String, Vec<(String, bool)>> = BTreeMap::new();
@@ -579,5 +624,10 @@ async fn schema_matches_sqlite() {
     assert_eq!(by_table(&pg_columns), by_table(&lite_columns));
     assert_eq!(pg_indexes, lite_indexes);
     assert_eq!(pg_unique, lite_unique);
+    assert_eq!(pg_fks, lite_fks);
+    // Whatever names a client references it by (resource, id) (DESIGN.md §5).
+    let to_clients: Vec<_> = pg_fks.iter().filter(|fk| fk.2 == "clients").collect();
+    assert_eq!(to_clients.len(), 4, "{to_clients:?}");
+    assert!(to_clients.iter().all(|fk| fk.1 == "resource_id,client_id" && fk.3 == "resource_id,id"), "{to_clients:?}");
     assert!(!pg_unique.is_empty() && pg_indexes.len() > 20);
 }

@@ -72,6 +72,24 @@ async fn journal_is_wal_with_foreign_keys() {
             .await
             .unwrap();
     assert_eq!(fks, vec![("refresh_families".to_owned(), "CASCADE".to_owned())]);
+    // A client is referenced by (resource, id): the same metadata-document URL may be a client
+    // of several resources (DESIGN.md §5).
+    for table in ["authorization_requests", "consents", "refresh_families", "authorization_codes"] {
+        let cols: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT \"from\", \"to\", on_delete FROM pragma_foreign_key_list(?) WHERE \"table\" = 'clients' \
+             ORDER BY seq",
+        )
+        .bind(table)
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        let cascade = || "CASCADE".to_owned();
+        let expected = vec![
+            ("resource_id".to_owned(), "resource_id".to_owned(), cascade()),
+            ("client_id".to_owned(), "id".to_owned(), cascade()),
+        ];
+        assert_eq!(cols, expected, "{table}");
+    }
 }
 
 /// The server and a management command (two processes in real life) open the same file; while

@@ -166,7 +166,9 @@ fn query(url: &str, key: &str) -> Option<String> {
 #[tokio::test]
 async fn rmcp_oauth_client_authorizes_through_moat_lists_and_calls_tools_and_steps_up() {
     if let Err(why) = browser_helper() {
-        eprintln!("SKIPPED rmcp_oauth_client…: {why}");
+        // Written past the test harness's output capture, so that the skip shows in `cargo test`.
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), "SKIPPED rmcp_oauth_client_authorizes_through_moat…: {why}");
         return;
     }
     let dir = tempfile::tempdir().unwrap();

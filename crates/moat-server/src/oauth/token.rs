@@ -165,6 +165,23 @@ async fn authorization_code(
             return Err(OAuthError::invalid_grant("the authorization code has already been used").into());
         }
     };
+    // A user disabled (or deleted) after the code was issued gets no tokens: disabling ends
+    // sessions and revokes refresh families, and an outstanding code must not slip through
+    // either (the same re-check every refresh makes, DESIGN.md §4).
+    match state.store.get_user(&code.user_id).await {
+        Ok(Some(u)) if !u.disabled => {}
+        Ok(_) => {
+            if let Some(f) = &family {
+                state
+                    .store
+                    .revoke_family(&f.id, now)
+                    .await
+                    .map_err(|e| OAuthJsonError::internal("revoking a family", e))?;
+            }
+            return Err(OAuthError::invalid_grant("the user account is disabled").into());
+        }
+        Err(e) => return Err(OAuthJsonError::internal("loading a user", e)),
+    }
     let minted = mint(
         state,
         &Grant {

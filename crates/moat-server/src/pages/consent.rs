@@ -6,7 +6,7 @@ use axum::body::Body;
 use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use moat_core::model::{AuditEvent, ClientKind, Consent};
+use moat_core::model::{AuditEvent, AuthorizationRequest, ClientKind, Consent};
 use moat_core::{OAuthError, OAuthErrorCode, scope};
 
 use super::login::ReqQuery;
@@ -45,6 +45,12 @@ fn host_of(uri: &str) -> String {
     }
 }
 
+/// `prompt=login` (OpenID Connect Core §3.1.2.1): only a login after the request started
+/// counts, also when the consent page is opened directly instead of through the login page.
+fn login_required(req: &AuthorizationRequest, bs: &flow::BrowserSession) -> bool {
+    flow::Prompt::parse(req.prompt.as_deref()).unwrap_or_default().login && bs.session.auth_time < req.created_at
+}
+
 /// `GET /consent?req=…`.
 pub async fn show(State(state): State<AppState>, Query(q): Query<ReqQuery>, headers: HeaderMap) -> Response {
     let (req, resource, client) = match flow::load_request(&state, &headers, q.req.as_deref()).await {
@@ -56,6 +62,9 @@ pub async fn show(State(state): State<AppState>, Query(q): Query<ReqQuery>, head
         Ok(None) => return see_other(&format!("{}/login?req={}", state.base_url, req.id)),
         Err(e) => return internal_error(&state, "loading a session", e),
     };
+    if login_required(&req, &bs) {
+        return see_other(&format!("{}/login?req={}", state.base_url, req.id));
+    }
     let remembered = match state.store.get_consent(&bs.user.id, &client.id, &resource.id).await {
         Ok(c) => c.map(|c| c.scopes).unwrap_or_default(),
         Err(e) => return internal_error(&state, "loading consent", e),
@@ -114,6 +123,9 @@ pub async fn submit(State(state): State<AppState>, request: Request) -> Response
         Ok(None) => return see_other(&format!("{}/login?req={}", state.base_url, req.id)),
         Err(e) => return internal_error(&state, "loading a session", e),
     };
+    if login_required(&req, &bs) {
+        return see_other(&format!("{}/login?req={}", state.base_url, req.id));
+    }
     if !csrf_valid(&state, &["consent", &req.id, &req.browser_hash, &bs.session.id], form.get("csrf")) {
         return forbidden(&state);
     }

@@ -183,7 +183,7 @@ async fn client_and_redirect_uri_errors_are_shown_never_redirected() {
     let other = app.resource().await;
     let (foreign, _) = app.client(&other, &[CB], true, &[GrantType::AuthorizationCode]).await;
     let (disabled, _) = app.client(&r, &[CB], true, &[GrantType::AuthorizationCode]).await;
-    app.store.set_client_disabled(&disabled.id, true, 0).await.unwrap();
+    app.store.set_client_disabled(&r.id, &disabled.id, true, 0).await.unwrap();
     let (two_uris, _) =
         app.client(&r, &[CB, "https://app.example.com/cb2"], true, &[GrantType::AuthorizationCode]).await;
     let pkce = Pkce::new();
@@ -506,4 +506,21 @@ async fn redirect_uri_keeps_its_own_query_and_state_is_optional() {
     let q = query_of(&loc);
     assert!(!q.contains_key("state"));
     assert_eq!(q["iss"], app.issuer(&r));
+}
+
+#[tokio::test]
+async fn prompt_login_cannot_be_skipped_by_opening_the_consent_page() {
+    let (app, r, c) = setup().await;
+    let browser = app.browser();
+    // Signed in a while ago (the session's auth_time lies before the next request).
+    authorize_code(&app, &browser, &r, c.id.as_str(), CB, EMAIL, &[("prompt", "consent")]).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let url = authorize_url(&app.issuer(&r), c.id.as_str(), CB, &Pkce::new(), &[("prompt", "login consent")]);
+    let step = browser.go(&url).await;
+    assert!(is_login_page(&step), "{step:?}");
+    let Step::Page(_, html) = step else { unreachable!() };
+    let req = hidden_fields(&html).into_iter().find(|(k, _)| k == "req").unwrap().1;
+    // Going straight to the consent page with the old session leads back to the login page.
+    let consent = browser.go(&format!("{}/consent?req={req}", app.base)).await;
+    assert!(is_login_page(&consent), "{consent:?}");
 }

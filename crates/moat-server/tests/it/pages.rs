@@ -489,3 +489,19 @@ async fn consent_page_describes_the_request_and_escapes_untrusted_text() {
     let Step::Page(401, html) = b2.login(&html, "\"><img src=x onerror=alert(1)>@x", "nope").await else { panic!() };
     assert!(!html.contains("<img"), "{html}");
 }
+
+#[tokio::test]
+async fn sessions_end_when_idle_or_at_their_absolute_lifetime() {
+    // Lifetimes are whole seconds: 2 s leave the sign-in itself a full second.
+    let mut signed_in = Vec::new();
+    for setting in ["MOAT_SESSION_IDLE_SECONDS", "MOAT_SESSION_ABSOLUTE_SECONDS"] {
+        let (app, r, c) = setup_with(&[(setting, "2")]).await;
+        let browser = app.browser();
+        consent_page(&app, &browser, &r, &c).await;
+        signed_in.push((setting, app, r, c, browser));
+    }
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    for (setting, app, r, c, browser) in signed_in {
+        assert!(is_login_page(&browser.go(&auth_url(&app, &r, &c)).await), "{setting}");
+    }
+}

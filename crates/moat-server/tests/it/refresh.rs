@@ -201,12 +201,12 @@ async fn disabled_users_lose_their_refresh_tokens() {
 async fn disabled_clients_lose_their_refresh_tokens() {
     let (app, r, c) = setup().await;
     let rt = rt_of(&code_flow(&app, &r, c.id.as_str(), CB, EMAIL, &[]).await);
-    app.store.set_client_disabled(&c.id, true, 0).await.unwrap();
+    app.store.set_client_disabled(&r.id, &c.id, true, 0).await.unwrap();
     // A disabled client fails client identification before the grant is looked at.
     let (status, body) = app.refresh(&r, c.id.as_str(), &rt, &[]).await;
     assert_eq!((status, body["error"].as_str()), (401, Some("invalid_client")), "{body}");
     // Re-enabled, its old refresh tokens stay revoked.
-    app.store.set_client_disabled(&c.id, false, 0).await.unwrap();
+    app.store.set_client_disabled(&r.id, &c.id, false, 0).await.unwrap();
     let (status, body) = app.refresh(&r, c.id.as_str(), &rt, &[]).await;
     assert_invalid_grant(status, &body);
 }
@@ -281,4 +281,66 @@ async fn revoked_refresh_token_family_is_dead() {
     assert_eq!(status, 200);
     let (status, body) = app.refresh(&r, c.id.as_str(), &rt2, &[]).await;
     assert_invalid_grant(status, &body);
+}
+
+#[tokio::test]
+async fn refresh_tokens_expire_when_idle_and_absolutely() {
+    let app = TestApp::spawn().await;
+    app.user(EMAIL).await;
+    let idle = app.resource_with(|r| r.refresh_idle_ttl = 1).await;
+    let absolute = app
+        .resource_with(|r| {
+            r.refresh_token_ttl = 1;
+            r.refresh_idle_ttl = 1;
+        })
+        .await;
+    let mut tokens = Vec::new();
+    for r in [&idle, &absolute] {
+        let (c, _) = app.client(r, &[CB], true, &[GrantType::AuthorizationCode, GrantType::RefreshToken]).await;
+        let rt = rt_of(&code_flow(&app, r, c.id.as_str(), CB, EMAIL, &[]).await);
+        tokens.push((r, c, rt));
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    for (r, c, rt) in tokens {
+        let (status, body) = app.refresh(r, c.id.as_str(), &rt, &[]).await;
+        assert_invalid_grant(status, &body);
+        assert!(body["error_description"].as_str().unwrap().contains("expired"), "{body}");
+    }
+}
+
+#[tokio::test]
+async fn revocation_and_introspection_are_scoped_to_the_client_and_resource() {
+    let (app, r, c) = setup().await;
+    let (other, _) = app.client(&r, &[CB], true, &[GrantType::AuthorizationCode, GrantType::RefreshToken]).await;
+    let (rs, rs_secret) = app.client(&r, &[], false, &[GrantType::ClientCredentials]).await;
+    let rs_secret = rs_secret.unwrap();
+    let tokens = code_flow(&app, &r, c.id.as_str(), CB, EMAIL, &[]).await;
+    let (rt, at) = (rt_of(&tokens), tokens["access_token"].as_str().unwrap().to_owned());
+    let revoke = format!("{}/oauth/revoke", app.issuer(&r));
+    // Another client's revocation succeeds (RFC 7009 §2.2) but does nothing.
+    for token in [&rt, &at] {
+        let (status, _) = app.post_form(&revoke, &[("token", token), ("client_id", other.id.as_str())], None).await;
+        assert_eq!(status, 200);
+    }
+    let introspect = format!("{}/oauth/introspect", app.issuer(&r));
+    let (_, body) = app.post_form(&introspect, &[("token", &at)], Some((rs.id.as_str(), &rs_secret))).await;
+    assert_eq!(body["active"], true, "{body}");
+    assert!(is_live(&app, &rt).await);
+    // Another resource's introspection does not know this resource's tokens.
+    let r2 = app.resource().await;
+    let (rs2, rs2_secret) = app.client(&r2, &[], false, &[GrantType::ClientCredentials]).await;
+    let introspect2 = format!("{}/oauth/introspect", app.issuer(&r2));
+    for token in [&rt, &at] {
+        let (_, body) = app
+            .post_form(&introspect2, &[("token", token)], Some((rs2.id.as_str(), rs2_secret.as_deref().unwrap())))
+            .await;
+        assert_eq!(body, json!({"active": false}));
+    }
+    // The owner revokes the access token: inactive, while the refresh token lives on.
+    let (status, _) = app.post_form(&revoke, &[("token", &at), ("client_id", c.id.as_str())], None).await;
+    assert_eq!(status, 200);
+    let (_, body) = app.post_form(&introspect, &[("token", &at)], Some((rs.id.as_str(), &rs_secret))).await;
+    assert_eq!(body, json!({"active": false}));
+    let (status, body) = app.refresh(&r, c.id.as_str(), &rt, &[]).await;
+    assert_eq!(status, 200, "{body}");
 }

@@ -440,3 +440,48 @@ async fn unknown_codes_and_resources() {
         .await;
     assert_eq!(status, 404, "{body}");
 }
+
+#[tokio::test]
+async fn concurrent_redemptions_of_one_code_yield_exactly_one_token() {
+    let (app, r, c) = setup().await;
+    let browser = app.browser();
+    let (code, pkce) = authorize_code(&app, &browser, &r, c.id.as_str(), CB, EMAIL, &[]).await;
+    let url = format!("{}/oauth/token", app.issuer(&r));
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let (http, url, id) = (app.http(), url.clone(), c.id.to_string());
+            let (code, verifier) = (code.clone(), pkce.verifier.clone());
+            tokio::spawn(async move {
+                let form = [
+                    ("grant_type", "authorization_code"),
+                    ("code", code.as_str()),
+                    ("redirect_uri", CB),
+                    ("code_verifier", verifier.as_str()),
+                    ("client_id", id.as_str()),
+                ];
+                let resp = http.post(&url).form(&form).send().await.unwrap();
+                (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    for t in tasks {
+        let (status, body) = t.await.unwrap();
+        match status {
+            200 => ok += 1,
+            _ => assert_error(status, &body, 400, "invalid_grant"),
+        }
+    }
+    assert_eq!(ok, 1, "a code is redeemed exactly once");
+}
+
+#[tokio::test]
+async fn outstanding_codes_of_a_disabled_user_cannot_be_redeemed() {
+    let (app, r, c) = setup().await;
+    let browser = app.browser();
+    let (code, pkce) = authorize_code(&app, &browser, &r, c.id.as_str(), CB, EMAIL, &[]).await;
+    let user = app.store.get_user_by_email(EMAIL).await.unwrap().unwrap();
+    app.store.set_user_disabled(&user.id, true, 0).await.unwrap();
+    let (status, body) = app.token(&r, &redeem_form(c.id.as_str(), &code, &pkce.verifier, &[]), None).await;
+    assert_error(status, &body, 400, "invalid_grant");
+}

@@ -45,13 +45,15 @@ impl Application {
             Some(u) => moat_core::url::parse_public_url(u).map_err(|e| anyhow::anyhow!("public_url: {e}"))?,
             None => default_public_url(addr),
         };
+        // The master key first: a PostgreSQL deployment without an explicit one is refused
+        // before the database is touched (DESIGN.md §7).
+        let master = MasterKey::load(&config, true)?;
         let store = moat_store::connect(&config.database_url, &config.connect_options())
             .await
             .with_context(|| "opening the database")?;
         if config.migrate_on_start {
             store.migrate().await.context("applying database migrations")?;
         }
-        let master = MasterKey::load(&config, true)?;
         let derived = DerivedKeys::new(&master)?;
         let keys = Arc::new(KeyRing::new(Arc::clone(&store), Arc::clone(&derived.key_sealer)));
         keys.ensure_and_load(config.signing_alg, now()).await.context("loading signing keys")?;

@@ -9,6 +9,7 @@ mod bad_input;
 mod cli;
 mod discovery;
 mod flows;
+mod multi_instance;
 mod pages;
 mod refresh;
 mod registration;

@@ -154,6 +154,20 @@ fn https_url(v: Option<&Value>) -> Option<String> {
         .then(|| s.to_owned())
 }
 
+/// Checks that a JWKS (`{"keys": [...]}`) holds only public asymmetric keys: no private
+/// members and no symmetric (`oct`) keys, since anything published is public.
+pub fn check_public_jwks(v: &Value) -> Result<(), CimdError> {
+    let keys = v.get("keys").and_then(Value::as_array).ok_or(CimdError::Invalid("jwks"))?;
+    for k in keys {
+        let k = k.as_object().ok_or(CimdError::Invalid("jwks"))?;
+        if PRIVATE_JWK_MEMBERS.iter().any(|m| k.contains_key(*m)) || k.get("kty").and_then(Value::as_str) == Some("oct")
+        {
+            return Err(CimdError::Forbidden("private or symmetric key material"));
+        }
+    }
+    Ok(())
+}
+
 /// Validates a fetched document for `client_id`.
 pub fn validate_document(doc: &Value, client_id: &str) -> Result<CimdClient, CimdError> {
     let obj = doc.as_object().ok_or(CimdError::NotAnObject)?;
@@ -201,15 +215,7 @@ pub fn validate_document(doc: &Value, client_id: &str) -> Result<CimdClient, Cim
     let jwks = match obj.get("jwks") {
         None | Some(Value::Null) => None,
         Some(v) => {
-            let keys = v.get("keys").and_then(Value::as_array).ok_or(CimdError::Invalid("jwks"))?;
-            for k in keys {
-                let k = k.as_object().ok_or(CimdError::Invalid("jwks"))?;
-                if PRIVATE_JWK_MEMBERS.iter().any(|m| k.contains_key(*m))
-                    || k.get("kty").and_then(Value::as_str) == Some("oct")
-                {
-                    return Err(CimdError::Forbidden("private or symmetric key material"));
-                }
-            }
+            check_public_jwks(v)?;
             Some(v.clone())
         }
     };

@@ -195,12 +195,24 @@ settings! {
         log_format: LogFormat = LogFormat::Text,
         /// Apply database migrations when `serve` starts.
         migrate_on_start: bool = true,
+        /// Let the client-metadata fetcher reach loopback addresses (only for Moat's own tests
+        /// and single-machine setups; off by default: an SSRF guard).
+        cimd_allow_loopback: bool = false,
+        /// Connect timeout of client-metadata fetches, in milliseconds.
+        cimd_connect_timeout_ms: u64 = 3000,
+        /// Total timeout of client-metadata fetches, in milliseconds.
+        cimd_timeout_ms: u64 = 5000,
     }
     optional {
         /// Public URL (origin) clients reach Moat at; default `http://{listen}`.
         public_url: String,
         /// File holding the base64 master key; default `<database file>.key` for SQLite.
         master_key_file: PathBuf,
+        /// Extra trusted root CA (PEM file) for client-metadata fetches (private deployments, tests).
+        cimd_extra_root_ca: PathBuf,
+        /// Host-to-address overrides for client-metadata fetches: `host=ip[,host=ip…]`; the
+        /// addresses are still checked against the outbound address policy.
+        cimd_resolve: String,
         /// Header a trusted reverse proxy sets to the client address (e.g. `X-Forwarded-For`;
         /// the right-most entry is used). Unset: the TCP peer address.
         trusted_proxy_header: String,
@@ -303,6 +315,12 @@ impl Config {
         if self.max_body_bytes < 1024 || self.max_body_bytes > 1024 * 1024 {
             bail!("max_body_bytes must be between 1024 and 1048576");
         }
+        if let Some(r) = &self.cimd_resolve {
+            crate::fetch::parse_resolve_overrides(r).map_err(|e| anyhow!("cimd_resolve: {e}"))?;
+        }
+        if self.cimd_connect_timeout_ms == 0 || self.cimd_timeout_ms == 0 || self.cimd_timeout_ms > 60_000 {
+            bail!("cimd_connect_timeout_ms and cimd_timeout_ms must be between 1 and 60000");
+        }
         if self.db_max_connections == 0 {
             bail!("db_max_connections must be at least 1");
         }
@@ -320,6 +338,25 @@ impl Config {
         let rest = rest.strip_prefix("//").unwrap_or(rest);
         let path = rest.split('?').next().unwrap_or(rest);
         (!path.is_empty() && !path.starts_with(':')).then(|| PathBuf::from(path))
+    }
+
+    /// Settings of the fetcher for client-supplied URLs.
+    pub fn fetch_settings(&self) -> anyhow::Result<crate::fetch::FetchSettings> {
+        let extra_root_ca_pem = match &self.cimd_extra_root_ca {
+            Some(p) => Some(std::fs::read(p).with_context(|| format!("reading cimd_extra_root_ca {}", p.display()))?),
+            None => None,
+        };
+        let resolve = match &self.cimd_resolve {
+            Some(r) => crate::fetch::parse_resolve_overrides(r).map_err(|e| anyhow!("cimd_resolve: {e}"))?,
+            None => Default::default(),
+        };
+        Ok(crate::fetch::FetchSettings {
+            allow_loopback: self.cimd_allow_loopback,
+            extra_root_ca_pem,
+            resolve,
+            connect_timeout: std::time::Duration::from_millis(self.cimd_connect_timeout_ms),
+            total_timeout: std::time::Duration::from_millis(self.cimd_timeout_ms),
+        })
     }
 
     /// Store connection options derived from the settings.

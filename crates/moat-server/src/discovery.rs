@@ -35,17 +35,24 @@ pub fn metadata_json(state: &AppState, resource: &Resource) -> Value {
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
         "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
-        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
-        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"],
+        "token_endpoint_auth_signing_alg_values_supported": crate::jwk::ASSERTION_ALGS,
+        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"],
+        "revocation_endpoint_auth_signing_alg_values_supported": crate::jwk::ASSERTION_ALGS,
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
+        "introspection_endpoint_auth_signing_alg_values_supported": crate::jwk::ASSERTION_ALGS,
         "code_challenge_methods_supported": ["S256"],
         "authorization_response_iss_parameter_supported": true,
         "prompt_values_supported": ["none", "login", "consent"],
     });
-    if resource.dcr_enabled
-        && let Some(o) = m.as_object_mut()
-    {
-        o.insert("registration_endpoint".into(), json!(format!("{issuer}/oauth/register")));
+    if let Some(o) = m.as_object_mut() {
+        if resource.dcr_enabled {
+            o.insert("registration_endpoint".into(), json!(format!("{issuer}/oauth/register")));
+        }
+        // Advertised exactly when the resource accepts metadata-document clients (CIMD draft §6).
+        if resource.cimd_enabled {
+            o.insert("client_id_metadata_document_supported".into(), json!(true));
+        }
     }
     m
 }

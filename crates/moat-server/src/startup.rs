@@ -59,7 +59,10 @@ impl Application {
         keys.ensure_and_load(config.signing_alg, now()).await.context("loading signing keys")?;
         let dummy_password_hash = crate::passwords::hash_password(moat_core::ids::random_secret()).await?;
         let (audit, audit_writer) = AuditSink::start(Arc::clone(&store));
+        let metrics = Arc::new(Metrics::new());
+        let fetcher = crate::fetch::SafeFetcher::new(config.fetch_settings()?)?;
         let state = AppState::new(Inner {
+            cimd: crate::cimd::CimdResolver::new(fetcher, Arc::clone(&metrics)),
             login_by_account: WindowLimiter::new(
                 config.login_max_failures_per_account,
                 config.login_failure_window_seconds,
@@ -67,7 +70,7 @@ impl Application {
             login_by_ip: WindowLimiter::new(config.login_max_failures_per_ip, config.login_failure_window_seconds),
             registrations_by_ip: WindowLimiter::new(config.dcr_rate_limit_per_minute, 60),
             resources: ResourceCache::new(Duration::from_secs(config.resource_cache_seconds)),
-            metrics: Arc::new(Metrics::new()),
+            metrics,
             base_url,
             store: Arc::clone(&store),
             keys: Arc::clone(&keys),

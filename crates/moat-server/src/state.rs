@@ -46,6 +46,8 @@ pub struct Inner {
     pub login_by_ip: WindowLimiter,
     pub registrations_by_ip: WindowLimiter,
     pub resources: ResourceCache,
+    /// Client ID Metadata Document resolution and the SSRF-safe fetcher.
+    pub cimd: crate::cimd::CimdResolver,
     /// An argon2id hash of a random password, verified against when the email is unknown so
     /// that unknown and known accounts take the same time.
     pub dummy_password_hash: String,

@@ -74,6 +74,7 @@ pub struct CimdResolver {
     cache: Mutex<HashMap<String, Cached>>,
     inflight: Mutex<HashMap<String, Flight>>,
     logos: Mutex<HashMap<String, Logo>>,
+    jwks: Mutex<HashMap<String, CachedJwks>>,
 }
 
 /// How a resolution was served.
@@ -91,6 +92,7 @@ impl CimdResolver {
             cache: Mutex::new(HashMap::new()),
             inflight: Mutex::new(HashMap::new()),
             logos: Mutex::new(HashMap::new()),
+            jwks: Mutex::new(HashMap::new()),
         }
     }
 
@@ -111,10 +113,10 @@ impl CimdResolver {
             Arc::clone(inflight.entry(client_id.to_owned()).or_insert_with(|| Arc::new(OnceCell::new())))
         };
         let result = flight.get_or_init(|| self.fetch_and_validate(client_id)).await.clone();
-        if let Ok(mut inflight) = self.inflight.lock() {
-            if inflight.get(client_id).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
-                inflight.remove(client_id);
-            }
+        if let Ok(mut inflight) = self.inflight.lock()
+            && inflight.get(client_id).is_some_and(|f| Arc::ptr_eq(f, &flight))
+        {
+            inflight.remove(client_id);
         }
         result.map(|c| (c, Source::Fetched))
     }
@@ -148,20 +150,20 @@ impl CimdResolver {
             fetched.age.as_deref(),
             SystemTime::now(),
         );
-        if !lifetime.is_zero() {
-            if let Ok(mut cache) = self.cache.lock() {
+        if !lifetime.is_zero()
+            && let Ok(mut cache) = self.cache.lock()
+        {
+            if cache.len() >= MAX_ENTRIES {
+                let now = Instant::now();
+                cache.retain(|_, c| now < c.fresh_until);
                 if cache.len() >= MAX_ENTRIES {
-                    let now = Instant::now();
-                    cache.retain(|_, c| now < c.fresh_until);
-                    if cache.len() >= MAX_ENTRIES {
-                        cache.clear();
-                    }
+                    cache.clear();
                 }
-                cache.insert(
-                    client_id.to_owned(),
-                    Cached { client: Arc::clone(&client), fresh_until: Instant::now() + lifetime },
-                );
             }
+            cache.insert(
+                client_id.to_owned(),
+                Cached { client: Arc::clone(&client), fresh_until: Instant::now() + lifetime },
+            );
         }
         Ok(client)
     }
@@ -204,4 +206,49 @@ impl CimdResolver {
     pub fn cached_logo(&self, key: &str) -> Option<Logo> {
         self.logos.lock().ok()?.get(key).cloned()
     }
+
+    /// A client's published key set (`jwks_uri`), cached per its HTTP headers. When `kid` is not
+    /// in a cached set older than 30 s, the set is fetched again once (the client rotated).
+    pub async fn client_jwks(&self, url: &str, kid: Option<&str>) -> Result<serde_json::Value, CimdFailure> {
+        let cached = self.jwks.lock().ok().and_then(|m| m.get(url).cloned());
+        if let Some(entry) = &cached {
+            let knows_kid = kid.is_none_or(|k| !crate::jwk::candidates(&entry.keys, Some(k)).is_empty());
+            let fresh = Instant::now() < entry.fresh_until;
+            if fresh && (knows_kid || entry.fetched_at.elapsed() < std::time::Duration::from_secs(30)) {
+                return Ok(entry.keys.clone());
+            }
+        }
+        let fetched = self.fetcher.fetch(url, Expect::Json, MAX_JWKS_BYTES).await.map_err(CimdFailure::Fetch)?;
+        let keys: serde_json::Value = serde_json::from_slice(&fetched.body).map_err(|_| CimdFailure::NotJson)?;
+        if !keys.get("keys").is_some_and(serde_json::Value::is_array) {
+            return Err(CimdFailure::NotJson);
+        }
+        let lifetime = ttl::freshness(
+            fetched.cache_control.as_deref(),
+            fetched.expires.as_deref(),
+            fetched.date.as_deref(),
+            fetched.age.as_deref(),
+            SystemTime::now(),
+        );
+        if let Ok(mut m) = self.jwks.lock() {
+            if m.len() >= MAX_ENTRIES {
+                m.clear();
+            }
+            m.insert(
+                url.to_owned(),
+                CachedJwks { keys: keys.clone(), fresh_until: Instant::now() + lifetime, fetched_at: Instant::now() },
+            );
+        }
+        Ok(keys)
+    }
+}
+
+/// Largest client key set fetched from a `jwks_uri`.
+pub const MAX_JWKS_BYTES: usize = 16 * 1024;
+
+#[derive(Clone)]
+struct CachedJwks {
+    keys: serde_json::Value,
+    fresh_until: Instant,
+    fetched_at: Instant,
 }

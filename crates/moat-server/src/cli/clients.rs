@@ -28,15 +28,30 @@ pub enum ClientCmd {
     /// Show one client.
     Show {
         id: String,
+        /// The resource, when the id (a metadata-document URL) is a client of several.
+        #[arg(long)]
+        resource: Option<String>,
         #[arg(long)]
         json: bool,
     },
     /// Disable a client and revoke all its refresh tokens.
-    Disable { id: String },
+    Disable {
+        id: String,
+        #[arg(long)]
+        resource: Option<String>,
+    },
     /// Enable a disabled client.
-    Enable { id: String },
+    Enable {
+        id: String,
+        #[arg(long)]
+        resource: Option<String>,
+    },
     /// Delete a client with its consents and tokens.
-    Delete { id: String },
+    Delete {
+        id: String,
+        #[arg(long)]
+        resource: Option<String>,
+    },
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -64,6 +79,14 @@ pub struct CreateArgs {
     /// Grant type (repeatable). Default: authorization_code and refresh_token.
     #[arg(long = "grant", value_enum)]
     grants: Vec<GrantArg>,
+    /// A confidential client authenticating with `private_key_jwt` (RFC 7523) using the public
+    /// keys in this JWKS file (no private key material allowed).
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["public", "jwks_uri"])]
+    jwks_file: Option<std::path::PathBuf>,
+    /// A confidential client authenticating with `private_key_jwt` using the keys published at
+    /// this https URL (fetched through the SSRF-safe fetcher).
+    #[arg(long, value_name = "URL", conflicts_with = "public")]
+    jwks_uri: Option<String>,
     /// Overrides the resource's access-token lifetime for this client (seconds).
     #[arg(long, value_name = "SECONDS")]
     access_token_ttl: Option<i64>,
@@ -87,9 +110,20 @@ fn client_json(c: &Client) -> Value {
     })
 }
 
-async fn load(ctx: &Ctx, id: &str) -> anyhow::Result<Client> {
+/// The client `id` names (at `resource`, when given). A metadata-document URL used with several
+/// resources is a separate client at each, so `--resource` is then required.
+async fn load(ctx: &Ctx, id: &str, resource: Option<&str>) -> anyhow::Result<Client> {
     let cid = ClientId::parse(id).with_context(|| format!("{id:?} is not a client id"))?;
-    ctx.store.get_client(&cid).await?.with_context(|| format!("no client {id}"))
+    if let Some(r) = resource {
+        let r = super::resources::load(ctx, r).await?;
+        return ctx.store.get_client(&r.id, &cid).await?.with_context(|| format!("no client {id} at {}", r.id));
+    }
+    let mut found: Vec<Client> = ctx.store.list_clients(None).await?.into_iter().filter(|c| c.id == cid).collect();
+    match found.len() {
+        0 => bail!("no client {id}"),
+        1 => Ok(found.remove(0)),
+        _ => bail!("{id} is a client of several resources; add --resource RES"),
+    }
 }
 
 pub async fn run(cmd: ClientCmd, ctx: &Ctx) -> anyhow::Result<()> {
@@ -120,29 +154,29 @@ pub async fn run(cmd: ClientCmd, ctx: &Ctx) -> anyhow::Result<()> {
             print_table(&["CLIENT ID", "NAME", "RESOURCE", "KIND", "AUTH", "STATUS"], &rows);
             Ok(())
         }
-        ClientCmd::Show { id, json } => {
-            let c = load(ctx, &id).await?;
+        ClientCmd::Show { id, resource, json } => {
+            let c = load(ctx, &id, resource.as_deref()).await?;
             if json {
                 return print_json(&client_json(&c));
             }
             println!("{}", serde_json::to_string_pretty(&client_json(&c))?);
             Ok(())
         }
-        ClientCmd::Disable { id } => {
-            let c = load(ctx, &id).await?;
-            ctx.store.set_client_disabled(&c.id, true, now()).await?;
+        ClientCmd::Disable { id, resource } => {
+            let c = load(ctx, &id, resource.as_deref()).await?;
+            ctx.store.set_client_disabled(&c.resource_id, &c.id, true, now()).await?;
             println!("disabled {} and revoked its refresh tokens", c.id);
             Ok(())
         }
-        ClientCmd::Enable { id } => {
-            let c = load(ctx, &id).await?;
-            ctx.store.set_client_disabled(&c.id, false, now()).await?;
+        ClientCmd::Enable { id, resource } => {
+            let c = load(ctx, &id, resource.as_deref()).await?;
+            ctx.store.set_client_disabled(&c.resource_id, &c.id, false, now()).await?;
             println!("enabled {}", c.id);
             Ok(())
         }
-        ClientCmd::Delete { id } => {
-            let c = load(ctx, &id).await?;
-            ctx.store.delete_client(&c.id).await?;
+        ClientCmd::Delete { id, resource } => {
+            let c = load(ctx, &id, resource.as_deref()).await?;
+            ctx.store.delete_client(&c.resource_id, &c.id).await?;
             println!("deleted {} with its consents and tokens", c.id);
             Ok(())
         }
@@ -185,7 +219,24 @@ async fn create(ctx: &Ctx, a: CreateArgs) -> anyhow::Result<()> {
     {
         bail!("--access-token-ttl must be between 60 and {MAX_ACCESS_TOKEN_TTL} seconds");
     }
-    let secret = (!a.public).then(random_secret);
+    let (auth_method, metadata) = match (&a.jwks_file, &a.jwks_uri) {
+        (Some(path), _) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let jwks: Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+            moat_core::cimd::check_public_jwks(&jwks).map_err(|e| anyhow::anyhow!("--jwks-file: {e}"))?;
+            (AuthMethod::PrivateKeyJwt, json!({ "jwks": jwks }))
+        }
+        (None, Some(uri)) => {
+            let ok = url::Url::parse(uri).is_ok_and(|u| u.scheme() == "https" && u.host_str().is_some());
+            if !ok {
+                bail!("--jwks-uri must be an https URL");
+            }
+            (AuthMethod::PrivateKeyJwt, json!({ "jwks_uri": uri }))
+        }
+        (None, None) if a.public => (AuthMethod::None, json!({})),
+        (None, None) => (AuthMethod::ClientSecretBasic, json!({})),
+    };
+    let secret = auth_method.uses_secret().then(random_secret);
     let now = now();
     let client = Client {
         id: ClientId::generate(),
@@ -194,10 +245,10 @@ async fn create(ctx: &Ctx, a: CreateArgs) -> anyhow::Result<()> {
         name,
         redirect_uris: a.redirect_uris,
         grant_types: grants,
-        auth_method: if a.public { AuthMethod::None } else { AuthMethod::ClientSecretBasic },
+        auth_method,
         secret_hash: secret.as_ref().map(|s| sha256_hex(s.as_bytes())),
         secret_expires_at: secret.as_ref().map(|_| 0),
-        metadata: json!({}),
+        metadata,
         fingerprint: None,
         access_token_ttl: a.access_token_ttl,
         disabled: false,

@@ -61,6 +61,13 @@ pub struct CreateArgs {
     /// Disable dynamic client registration (RFC 7591) for this server.
     #[arg(long)]
     no_dcr: bool,
+    /// Refuse Client ID Metadata Document clients (https URLs as client ids; on by default).
+    #[arg(long)]
+    no_cimd: bool,
+    /// Accept metadata-document clients only from this host (repeatable; `*.example.com`
+    /// matches its subdomains). Default: any host.
+    #[arg(long = "cimd-allow-host", value_name = "HOST")]
+    cimd_allow_hosts: Vec<String>,
     /// Access-token lifetime in seconds (60..=86400; default 3600).
     #[arg(long, value_name = "SECONDS")]
     access_token_ttl: Option<i64>,
@@ -95,6 +102,18 @@ pub struct UpdateArgs {
     dcr: bool,
     #[arg(long)]
     no_dcr: bool,
+    /// Accept Client ID Metadata Document clients.
+    #[arg(long, conflicts_with = "no_cimd")]
+    cimd: bool,
+    /// Refuse Client ID Metadata Document clients.
+    #[arg(long)]
+    no_cimd: bool,
+    /// Replaces the metadata-document host allow-list (repeatable).
+    #[arg(long = "cimd-allow-host", value_name = "HOST")]
+    cimd_allow_hosts: Vec<String>,
+    /// Accept metadata-document clients from any host again.
+    #[arg(long, conflicts_with = "cimd_allow_hosts")]
+    clear_cimd_allow_hosts: bool,
     #[arg(long, value_name = "SECONDS")]
     access_token_ttl: Option<i64>,
     #[arg(long, value_name = "SECONDS")]
@@ -148,6 +167,11 @@ fn validate(r: &Resource) -> anyhow::Result<()> {
             bail!("default scope {d} is not one of the resource's scopes");
         }
     }
+    for h in &r.cimd_allowed_hosts {
+        if !moat_core::cimd::valid_host_pattern(h) {
+            bail!("--cimd-allow-host {h:?} is not a host name or *.domain pattern");
+        }
+    }
     if !(MIN_ACCESS_TTL..=MAX_ACCESS_TOKEN_TTL).contains(&r.access_token_ttl) {
         bail!("--access-token-ttl must be between {MIN_ACCESS_TTL} and {MAX_ACCESS_TOKEN_TTL} seconds");
     }
@@ -171,6 +195,8 @@ pub fn resource_json(ctx: &Ctx, r: &Resource) -> Value {
         "scopes": r.scopes,
         "default_scopes": r.effective_default_scopes(),
         "dcr_enabled": r.dcr_enabled,
+        "cimd_enabled": r.cimd_enabled,
+        "cimd_allowed_hosts": r.cimd_allowed_hosts,
         "access_token_ttl": r.access_token_ttl,
         "refresh_token_ttl": r.refresh_token_ttl,
         "refresh_idle_ttl": r.refresh_idle_ttl,
@@ -199,6 +225,15 @@ fn print_resource(ctx: &Ctx, r: &Resource, json: bool) -> anyhow::Result<()> {
     println!("default scopes: {}", r.effective_default_scopes().join(" "));
     println!("dynamic registration: {}", if r.dcr_enabled { "enabled" } else { "disabled" });
     println!(
+        "client metadata documents: {}{}",
+        if r.cimd_enabled { "accepted" } else { "refused" },
+        if r.cimd_allowed_hosts.is_empty() {
+            String::new()
+        } else {
+            format!(" from {}", r.cimd_allowed_hosts.join(", "))
+        }
+    );
+    println!(
         "access token ttl: {}s, refresh token ttl: {}s (idle {}s)",
         r.access_token_ttl, r.refresh_token_ttl, r.refresh_idle_ttl
     );
@@ -224,9 +259,8 @@ pub async fn run(cmd: ResourceCmd, ctx: &Ctx) -> anyhow::Result<()> {
                 scopes: parse_scopes(&a.scopes)?,
                 default_scopes: a.default_scopes,
                 dcr_enabled: !a.no_dcr,
-                // Client ID Metadata Documents are not implemented yet; never advertise them.
-                cimd_enabled: false,
-                cimd_allowed_hosts: Vec::new(),
+                cimd_enabled: !a.no_cimd,
+                cimd_allowed_hosts: a.cimd_allow_hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
                 access_token_ttl: a.access_token_ttl.unwrap_or(DEFAULT_ACCESS_TTL),
                 refresh_token_ttl: a.refresh_token_ttl.unwrap_or(DEFAULT_REFRESH_TTL),
                 refresh_idle_ttl: a
@@ -275,6 +309,18 @@ pub async fn run(cmd: ResourceCmd, ctx: &Ctx) -> anyhow::Result<()> {
             }
             if a.no_dcr {
                 r.dcr_enabled = false;
+            }
+            if a.cimd {
+                r.cimd_enabled = true;
+            }
+            if a.no_cimd {
+                r.cimd_enabled = false;
+            }
+            if !a.cimd_allow_hosts.is_empty() {
+                r.cimd_allowed_hosts = a.cimd_allow_hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
+            }
+            if a.clear_cimd_allow_hosts {
+                r.cimd_allowed_hosts.clear();
             }
             if let Some(t) = a.access_token_ttl {
                 r.access_token_ttl = t;

@@ -326,9 +326,11 @@ mod tests {
 
     #[tokio::test]
     async fn names_resolving_to_internal_addresses_are_refused() {
-        let mut s = FetchSettings::default();
-        s.resolve =
-            parse_resolve_overrides("internal.test=10.0.0.5,mixed.test=93.184.216.34,mixed.test=127.0.0.1").unwrap();
+        let s = FetchSettings {
+            resolve: parse_resolve_overrides("internal.test=10.0.0.5,mixed.test=93.184.216.34,mixed.test=127.0.0.1")
+                .unwrap(),
+            ..Default::default()
+        };
         let f = SafeFetcher::new(s).unwrap();
         for url in ["https://internal.test/x", "https://mixed.test/x", "https://localhost/x"] {
             match f.fetch(url, Expect::Json, 5120).await {

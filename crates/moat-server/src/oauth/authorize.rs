@@ -5,8 +5,7 @@
 //! the user and never redirected (RFC 6749 §4.1.2.1, RFC 9700 §4.11); afterwards errors go back
 //! to the client with `state` and `iss`.
 
-use axum::body::Body;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use moat_core::ids::{ClientId, random_secret};
@@ -15,7 +14,7 @@ use moat_core::{OAuthError, OAuthErrorCode, pkce, redirect, scope};
 
 use super::flow::{self, BROWSER_COOKIE, Prompt, error_redirect};
 use crate::crypto::sha256_hex;
-use crate::http::{Params, read_body, set_cookie};
+use crate::http::{Params, client_ip, read_body, set_cookie};
 use crate::pages;
 use crate::state::{AppState, now};
 
@@ -26,21 +25,23 @@ const MAX_STATE_LEN: usize = 2048;
 pub async fn authorize_get(
     State(state): State<AppState>,
     Path(resource_id): Path<String>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
+    request: Request,
 ) -> Response {
-    start(&state, &resource_id, query.unwrap_or_default().as_bytes(), &headers).await
+    let ip = client_ip(&request, state.config.trusted_proxy_header.as_deref()).map(|i| i.to_string());
+    let query = request.uri().query().unwrap_or_default().to_owned();
+    start(&state, &resource_id, query.as_bytes(), request.headers(), ip.as_deref()).await
 }
 
 /// `POST {issuer}/oauth/authorize` (form-encoded, OAuth 2.1 §4.1.1 allows POST).
 pub async fn authorize_post(
     State(state): State<AppState>,
     Path(resource_id): Path<String>,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Response {
+    let ip = client_ip(&request, state.config.trusted_proxy_header.as_deref()).map(|i| i.to_string());
+    let (parts, body) = request.into_parts();
     match read_body(body, state.config.max_body_bytes).await {
-        Ok(bytes) => start(&state, &resource_id, &bytes, &headers).await,
+        Ok(bytes) => start(&state, &resource_id, &bytes, &parts.headers, ip.as_deref()).await,
         Err(_) => pages::error_page(
             &state,
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -50,11 +51,16 @@ pub async fn authorize_post(
     }
 }
 
+fn capitalize(s: &str) -> String {
+    let mut c = s.chars();
+    c.next().map(|f| f.to_uppercase().chain(c).collect()).unwrap_or_default()
+}
+
 fn bad_request(state: &AppState, message: &str) -> Response {
     pages::error_page(state, StatusCode::BAD_REQUEST, "This authorization request is invalid", message)
 }
 
-async fn start(state: &AppState, resource_id: &str, raw: &[u8], headers: &HeaderMap) -> Response {
+async fn start(state: &AppState, resource_id: &str, raw: &[u8], headers: &HeaderMap, ip: Option<&str>) -> Response {
     let params = match Params::parse(raw) {
         Ok(p) => p,
         Err(e) => return bad_request(state, &e.description),
@@ -80,12 +86,10 @@ async fn start(state: &AppState, resource_id: &str, raw: &[u8], headers: &Header
     let Some(client_id) = params.get("client_id").and_then(ClientId::parse) else {
         return bad_request(state, "The request has no valid client_id.");
     };
-    let client = match state.store.get_client(&client_id).await {
-        Ok(Some(c)) if c.resource_id == resource.id && !c.disabled => c,
-        Ok(_) => {
-            return bad_request(state, "The application (client_id) is not registered with this MCP server.");
-        }
-        Err(e) => return pages::internal_error(state, "loading a client", e),
+    let client = match super::clients::lookup(state, &resource, &client_id, ip).await {
+        Ok(found) => found.client,
+        Err(super::clients::LookupError::Store(e)) => return pages::internal_error(state, "loading a client", e),
+        Err(e) => return bad_request(state, &format!("{}.", capitalize(&e.to_string()))),
     };
     let (redirect_uri, explicit) = match params.get("redirect_uri") {
         Some(r) => match redirect::find_match(&client.redirect_uris, r) {

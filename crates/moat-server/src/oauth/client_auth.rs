@@ -1,5 +1,6 @@
 //! Client authentication at the token, revocation and introspection endpoints (RFC 6749 §2.3):
-//! `client_secret_basic`, `client_secret_post`, and `none` for public clients.
+//! `client_secret_basic`, `client_secret_post`, `private_key_jwt` (RFC 7523 §2.2), and `none`
+//! for public clients.
 
 use axum::http::{HeaderMap, header};
 use base64::Engine as _;
@@ -8,6 +9,8 @@ use moat_core::OAuthError;
 use moat_core::ids::ClientId;
 use moat_core::model::{AuthMethod, Client, Resource};
 
+use super::assertion::{self, Assertion, JWT_BEARER_ASSERTION};
+use super::clients::LookupError;
 use crate::crypto::{ct_eq, sha256_hex};
 use crate::http::{OAuthJsonError, Params};
 use crate::state::{AppState, now};
@@ -20,6 +23,7 @@ pub const BASIC_CHALLENGE: &str = "Basic realm=\"moat\", charset=\"UTF-8\"";
 struct Presented {
     client_id: String,
     secret: Option<String>,
+    assertion: Option<Assertion>,
     via_header: bool,
 }
 
@@ -36,10 +40,22 @@ fn form_decode(s: &str) -> Option<String> {
 
 fn presented(headers: &HeaderMap, params: &Params) -> Result<Presented, OAuthJsonError> {
     let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    if params.get("client_assertion").is_some() || params.get("client_assertion_type").is_some() {
-        return Err(OAuthJsonError::new(OAuthError::invalid_client(
-            "client assertions (private_key_jwt) are not supported for this client",
-        )));
+    let assertion_type = params.get("client_assertion_type");
+    let assertion = params.get("client_assertion");
+    if assertion_type.is_some() || assertion.is_some() {
+        // RFC 7523 §2.2 / RFC 7521 §4.2; and only one authentication method (RFC 6749 §2.3).
+        if auth.is_some() || params.get("client_secret").is_some() {
+            return Err(OAuthError::invalid_request("use only one client authentication method").into());
+        }
+        if assertion_type != Some(JWT_BEARER_ASSERTION) {
+            return Err(OAuthError::invalid_client("unsupported client_assertion_type").into());
+        }
+        let jwt = Assertion::parse(assertion.unwrap_or_default())?;
+        let iss = jwt.issuer().map(str::to_owned).unwrap_or_default();
+        if params.get("client_id").is_some_and(|id| id != iss) {
+            return Err(OAuthError::invalid_client("client_id does not match the client assertion").into());
+        }
+        return Ok(Presented { client_id: iss, secret: None, assertion: Some(jwt), via_header: false });
     }
     if let Some(auth) = auth {
         let Some(b64) = auth.strip_prefix("Basic ").or_else(|| auth.strip_prefix("basic ")) else {
@@ -61,7 +77,7 @@ fn presented(headers: &HeaderMap, params: &Params) -> Result<Presented, OAuthJso
         if params.get("client_id").is_some_and(|b| b != id) {
             return Err(OAuthError::invalid_request("client_id does not match the Authorization header").into());
         }
-        return Ok(Presented { client_id: id, secret: Some(secret), via_header: true });
+        return Ok(Presented { client_id: id, secret: Some(secret), assertion: None, via_header: true });
     }
     let client_id = params
         .get("client_id")
@@ -69,12 +85,15 @@ fn presented(headers: &HeaderMap, params: &Params) -> Result<Presented, OAuthJso
     Ok(Presented {
         client_id: client_id.to_owned(),
         secret: params.get("client_secret").map(str::to_owned),
+        assertion: None,
         via_header: false,
     })
 }
 
 /// Authenticates the client of a request to `resource`'s endpoints. Public clients identify
-/// themselves with `client_id` only; confidential clients must present their secret.
+/// themselves with `client_id` only; confidential clients present their secret or a
+/// `private_key_jwt` assertion, as registered. Metadata-document clients are resolved (fetched
+/// when not cached) like at the authorization endpoint.
 pub async fn authenticate(
     state: &AppState,
     resource: &Resource,
@@ -89,18 +108,16 @@ pub async fn authenticate(
     let Some(id) = ClientId::parse(&p.client_id) else {
         return Err(fail("unknown client"));
     };
-    let client = match state.store.get_client(&id).await {
-        Ok(Some(c)) => c,
-        Ok(None) => return Err(fail("unknown client")),
-        Err(e) => return Err(OAuthJsonError::internal("loading client", e)),
+    let client = match super::clients::lookup(state, resource, &id, None).await {
+        Ok(found) => found.client,
+        Err(LookupError::Store(e)) => return Err(OAuthJsonError::internal("loading client", e)),
+        Err(LookupError::Unknown) => return Err(fail("unknown client")),
+        Err(e) => return Err(fail(&e.to_string())),
     };
-    if client.resource_id != resource.id || client.disabled {
-        return Err(fail("unknown client"));
-    }
-    match (client.auth_method, &p.secret) {
-        (AuthMethod::None, None) => Ok(client),
-        (AuthMethod::None, Some(_)) => Err(fail("this client is public and has no secret")),
-        (AuthMethod::ClientSecretBasic | AuthMethod::ClientSecretPost, Some(secret)) => {
+    match (client.auth_method, &p.secret, &p.assertion) {
+        (AuthMethod::None, None, None) => Ok(client),
+        (AuthMethod::None, _, _) => Err(fail("this client is public and has no credentials")),
+        (AuthMethod::ClientSecretBasic | AuthMethod::ClientSecretPost, Some(secret), None) => {
             let ok = client
                 .secret_hash
                 .as_deref()
@@ -108,9 +125,17 @@ pub async fn authenticate(
             let expired = client.secret_expires_at.is_some_and(|t| t > 0 && now() >= t);
             if ok && !expired { Ok(client) } else { Err(fail("client authentication failed")) }
         }
-        (AuthMethod::ClientSecretBasic | AuthMethod::ClientSecretPost, None) => {
-            Err(fail("client authentication is required"))
+        (AuthMethod::ClientSecretBasic | AuthMethod::ClientSecretPost, _, _) => {
+            Err(fail("this client must authenticate with its client secret"))
         }
-        (AuthMethod::PrivateKeyJwt, _) => Err(fail("this client must authenticate with private_key_jwt")),
+        (AuthMethod::PrivateKeyJwt, None, Some(assertion)) => {
+            let kid = assertion.kid();
+            let keys = super::clients::client_keys(state, &client, kid.as_deref())
+                .await
+                .map_err(|e| fail(&format!("the client's keys could not be loaded: {e}")))?;
+            assertion::verify(state, &client, assertion, &keys, &state.issuer(&resource.id)).await?;
+            Ok(client)
+        }
+        (AuthMethod::PrivateKeyJwt, _, _) => Err(fail("this client must authenticate with private_key_jwt")),
     }
 }

@@ -163,7 +163,7 @@ pub async fn load_request(
         Ok(None) => return Err(expired()),
         Err(e) => return Err(pages::internal_error(state, "loading a resource", e)),
     };
-    let client = match state.store.get_client(&req.client_id).await {
+    let client = match state.store.get_client(&req.resource_id, &req.client_id).await {
         Ok(Some(c)) if !c.disabled => c,
         Ok(_) => return Err(expired()),
         Err(e) => return Err(pages::internal_error(state, "loading a client", e)),

@@ -11,7 +11,7 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use moat_core::OAuthError;
-use moat_core::ids::{ClientId, UserId};
+use moat_core::ids::{ClientId, ResourceId, UserId};
 use moat_core::model::{RefreshFamily, RefreshToken, Resource};
 use serde_json::{Value, json};
 
@@ -85,7 +85,7 @@ async fn handle(
     let now = now();
     match find_token(state, &resource, token).await? {
         Found::Access(claims) => {
-            if access_token_active(state, &claims, now).await? {
+            if access_token_active(state, &resource.id, &claims, now).await? {
                 let mut out = claims.as_object().cloned().unwrap_or_default();
                 out.insert("active".into(), json!(true));
                 out.insert("token_type".into(), json!("Bearer"));
@@ -96,7 +96,7 @@ async fn handle(
         }
         Found::Refresh(t, f) => {
             let live = f.revoked_at.is_none() && now < f.expires_at && t.rotated_at.is_none() && now < t.expires_at;
-            if !live || !principals_active(state, &f.client_id, f.user_id.as_ref()).await? {
+            if !live || !principals_active(state, &f.resource_id, &f.client_id, f.user_id.as_ref()).await? {
                 return Ok(inactive());
             }
             Ok(no_store_json(json!({
@@ -114,7 +114,12 @@ async fn handle(
     }
 }
 
-async fn access_token_active(state: &AppState, claims: &Value, now: i64) -> Result<bool, OAuthJsonError> {
+async fn access_token_active(
+    state: &AppState,
+    resource: &ResourceId,
+    claims: &Value,
+    now: i64,
+) -> Result<bool, OAuthJsonError> {
     let num = |k: &str| claims.get(k).and_then(Value::as_i64);
     let (Some(exp), Some(nbf)) = (num("exp"), num("nbf")) else {
         return Ok(false);
@@ -141,12 +146,17 @@ async fn access_token_active(state: &AppState, claims: &Value, now: i64) -> Resu
         return Ok(false);
     };
     let user = claims.get("sub").and_then(Value::as_str).and_then(UserId::parse);
-    principals_active(state, &client_id, user.as_ref()).await
+    principals_active(state, resource, &client_id, user.as_ref()).await
 }
 
 /// The client exists and is enabled, and so is the user (when there is one).
-async fn principals_active(state: &AppState, client: &ClientId, user: Option<&UserId>) -> Result<bool, OAuthJsonError> {
-    match state.store.get_client(client).await {
+async fn principals_active(
+    state: &AppState,
+    resource: &ResourceId,
+    client: &ClientId,
+    user: Option<&UserId>,
+) -> Result<bool, OAuthJsonError> {
+    match state.store.get_client(resource, client).await {
         Ok(Some(c)) if !c.disabled => {}
         Ok(_) => return Ok(false),
         Err(e) => return Err(OAuthJsonError::internal("loading a client", e)),

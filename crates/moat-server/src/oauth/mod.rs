@@ -1,7 +1,9 @@
 //! The OAuth endpoints of each resource's issuer (`{base}/resources/{R}/oauth/*`, DESIGN.md §3).
 
+pub mod assertion;
 pub mod authorize;
 pub mod client_auth;
+pub mod clients;
 pub mod flow;
 pub mod introspect;
 pub mod issue;

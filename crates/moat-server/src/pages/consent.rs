@@ -29,6 +29,9 @@ struct ConsentPage<'a> {
     new_scopes: Vec<(String, String)>,
     granted_scopes: Vec<(String, String)>,
     unverified: bool,
+    metadata_document: bool,
+    client_id: &'a str,
+    logo: Option<String>,
     loopback: bool,
     redirect_host: String,
 }
@@ -81,13 +84,26 @@ pub async fn show(State(state): State<AppState>, Query(q): Query<ReqQuery>, head
     let new_scopes = describe(scope::difference(&req.scopes, &remembered));
     let granted_scopes = describe(req.scopes.iter().filter(|s| remembered.contains(s)).cloned().collect());
     let loopback = client.redirect_uris.iter().all(|u| moat_core::redirect::is_loopback_redirect(u));
+    let metadata_document = client.kind == ClientKind::Cimd;
+    // A metadata-document client is named by its URL: its host is what the user can check.
+    let client_host = if metadata_document {
+        moat_core::cimd::client_id_host(client.id.as_str()).unwrap_or_default()
+    } else {
+        host_of(&req.redirect_uri)
+    };
+    // Logos only for metadata-document clients, fetched through the safe fetcher and served
+    // from Moat's own origin (never a third-party URL in the page).
+    let logo = match client.metadata.get("logo_uri").and_then(serde_json::Value::as_str) {
+        Some(url) if metadata_document => state.cimd.logo(url).await.map(|k| format!("/logos/{k}")),
+        _ => None,
+    };
     render(
         StatusCode::OK,
         &ConsentPage {
             brand: &state.config.brand_name,
             title: "Allow access?",
             client_name: &client.name,
-            client_host: host_of(&req.redirect_uri),
+            client_host,
             resource_name: &resource.name,
             user_email: &bs.user.email,
             req_id: &req.id,
@@ -95,6 +111,9 @@ pub async fn show(State(state): State<AppState>, Query(q): Query<ReqQuery>, head
             new_scopes,
             granted_scopes,
             unverified: client.kind == ClientKind::Dynamic,
+            metadata_document,
+            client_id: client.id.as_str(),
+            logo,
             loopback,
             redirect_host: host_of(&req.redirect_uri),
         },

@@ -22,6 +22,7 @@ pub fn router() -> Router<AppState> {
         .route("/consent", get(consent::show).post(consent::submit))
         .route("/logout", get(logout::show).post(logout::submit))
         .route("/assets/moat.css", get(stylesheet))
+        .route("/logos/{key}", get(logo))
 }
 
 #[derive(Template)]
@@ -88,6 +89,28 @@ fn forbidden(state: &AppState) -> Response {
         "This form could not be accepted",
         "The form was not submitted from this site, or it has expired. Go back and try again.",
     )
+}
+
+/// A client logo fetched through the safe fetcher, served from Moat's own origin with a
+/// restrictive policy (`nosniff`, no scripts) so an image can never become active content.
+async fn logo(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    axum::extract::Path(key): axum::extract::Path<String>,
+) -> Response {
+    match state.cimd.cached_logo(&key) {
+        Some(l) => {
+            let mut resp = l.bytes.into_response();
+            let h = resp.headers_mut();
+            if let Ok(v) = HeaderValue::from_str(&l.content_type) {
+                h.insert(header::CONTENT_TYPE, v);
+            }
+            h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+            h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("default-src 'none'; sandbox"));
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=300"));
+            resp
+        }
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 async fn stylesheet() -> Response {

@@ -57,7 +57,7 @@ async fn authorization_server_metadata() {
 }
 
 #[tokio::test]
-async fn metadata_never_advertises_cimd_even_when_a_resource_enables_it() {
+async fn metadata_advertises_cimd_and_dcr_exactly_when_enabled() {
     let app = TestApp::spawn().await;
     let r = app
         .resource_with(|r| {
@@ -66,8 +66,12 @@ async fn metadata_never_advertises_cimd_even_when_a_resource_enables_it() {
         })
         .await;
     let m = app.get_json(&metadata_url(&app, r.id.as_str())).await;
-    assert!(m.get("client_id_metadata_document_supported").is_none(), "{m}");
+    assert_eq!(m["client_id_metadata_document_supported"], true, "{m}");
     assert!(m.get("registration_endpoint").is_none(), "{m}");
+    let r = app.resource_with(|r| r.cimd_enabled = false).await;
+    let m = app.get_json(&metadata_url(&app, r.id.as_str())).await;
+    assert!(m.get("client_id_metadata_document_supported").is_none(), "{m}");
+    assert!(m.get("registration_endpoint").is_some(), "{m}");
 }
 
 #[tokio::test]

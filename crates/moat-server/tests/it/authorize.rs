@@ -524,3 +524,16 @@ async fn prompt_login_cannot_be_skipped_by_opening_the_consent_page() {
     let consent = browser.go(&format!("{}/consent?req={req}", app.base)).await;
     assert!(is_login_page(&consent), "{consent:?}");
 }
+
+#[tokio::test]
+async fn state_is_echoed_byte_for_byte() {
+    let (app, r, c) = setup().await;
+    let state = "a b&c=d/é?%20#x+y";
+    let pkce = Pkce::new();
+    let pairs = set(valid_pairs(c.id.as_str(), CB, &pkce), "state", Some(state));
+    let loc = app.browser().authorize(&url_of(&app, &r, &pairs), EMAIL, "approve").await;
+    assert_eq!(query_of(&loc)["state"], state);
+    // Also on errors.
+    let pairs = set(set(valid_pairs(c.id.as_str(), CB, &pkce), "state", Some(state)), "scope", Some("nope"));
+    expect_redirect_error(&app, &r, &url_of(&app, &r, &pairs), CB, "invalid_scope", Some(state)).await;
+}

@@ -453,13 +453,13 @@ async fn check(resp: reqwest::Response, what: &str, issuer: &str) {
         .get("content-type")
         .is_some_and(|c| c.to_str().unwrap_or_default().starts_with("application/json"));
     let body = resp.bytes().await.unwrap();
-    if let Some(loc) = loc {
-        if let Ok(u) = url::Url::parse(&loc) {
-            let q: std::collections::HashMap<String, String> = u.query_pairs().into_owned().collect();
-            if let Some(e) = q.get("error") {
-                assert!(REDIRECT_ERRORS.contains(&e.as_str()), "{what}: redirect error {e}");
-                assert_eq!(q.get("iss").map(String::as_str), Some(issuer), "{what}: iss in {loc}");
-            }
+    if let Some(loc) = loc
+        && let Ok(u) = url::Url::parse(&loc)
+    {
+        let q: std::collections::HashMap<String, String> = u.query_pairs().into_owned().collect();
+        if let Some(e) = q.get("error") {
+            assert!(REDIRECT_ERRORS.contains(&e.as_str()), "{what}: redirect error {e}");
+            assert_eq!(q.get("iss").map(String::as_str), Some(issuer), "{what}: iss in {loc}");
         }
     }
     if is_json && status >= 400 {

@@ -505,3 +505,17 @@ async fn sessions_end_when_idle_or_at_their_absolute_lifetime() {
         assert!(is_login_page(&browser.go(&auth_url(&app, &r, &c)).await), "{setting}");
     }
 }
+
+#[tokio::test]
+async fn login_is_throttled_per_source_address() {
+    let (app, r, c) = setup_with(&[("MOAT_LOGIN_MAX_FAILURES_PER_IP", "3")]).await;
+    let browser = app.browser();
+    let html = login_page(&app, &browser, &r, &c).await;
+    for email in ["a@example.com", "b@example.com", "c@example.com"] {
+        let form = with(hidden_fields(&html), &[("email", email), ("password", "nope")]);
+        assert_eq!(post(&browser, "/login", &form, Some("same-origin")).await.status(), 401, "{email}");
+    }
+    // A fourth account from the same address, even with the right password.
+    let resp = post(&browser, "/login", &with(hidden_fields(&html), &credentials()), Some("same-origin")).await;
+    assert_eq!(resp.status(), 429);
+}

@@ -2,7 +2,7 @@
 //! registrations, identical re-registration, validation errors, the per-resource switch, the
 //! rate limit, and CORS on the public endpoints (and none on pages).
 
-use moat_core::model::GrantType;
+use moat_core::model::{GrantType, Resource};
 use serde_json::{Value, json};
 
 use crate::helpers::*;
@@ -368,4 +368,44 @@ async fn public_endpoints_allow_cors_and_pages_do_not() {
         let resp = preflight(&app, &url).await;
         assert!(resp.headers().get("access-control-allow-origin").is_none(), "{url}");
     }
+}
+
+#[tokio::test]
+async fn the_rate_limit_trusts_forwarded_addresses_only_when_configured() {
+    let register = |app: &TestApp, r: &Resource, i: usize, forwarded: String| {
+        app.http()
+            .post(format!("{}/oauth/register", app.issuer(r)))
+            .header("x-forwarded-for", forwarded)
+            .json(&json!({"redirect_uris": [format!("https://app{i}.example.com/cb")]}))
+            .send()
+    };
+    // Not configured: a spoofed header does not buy a fresh budget.
+    let app = TestApp::spawn_with(&[("MOAT_DCR_RATE_LIMIT_PER_MINUTE", "2")]).await;
+    let r = app.resource().await;
+    let statuses: Vec<u16> =
+        futures_statuses((0..3).map(|i| register(&app, &r, i, format!("198.51.100.{i}"))).collect::<Vec<_>>()).await;
+    assert_eq!(statuses, vec![201, 201, 429]);
+    // Configured: each client address (the right-most entry) has its own budget.
+    let app = TestApp::spawn_with(&[
+        ("MOAT_DCR_RATE_LIMIT_PER_MINUTE", "2"),
+        ("MOAT_TRUSTED_PROXY_HEADER", "x-forwarded-for"),
+    ])
+    .await;
+    let r = app.resource().await;
+    let statuses = futures_statuses(
+        (0..6).map(|i| register(&app, &r, i, format!("203.0.113.9, 198.51.100.{}", i / 3))).collect::<Vec<_>>(),
+    )
+    .await;
+    assert_eq!(statuses, vec![201, 201, 429, 201, 201, 429]);
+}
+
+/// Sends the requests one after another and collects their statuses.
+async fn futures_statuses(
+    requests: Vec<impl std::future::Future<Output = reqwest::Result<reqwest::Response>>>,
+) -> Vec<u16> {
+    let mut out = Vec::new();
+    for r in requests {
+        out.push(r.await.unwrap().status().as_u16());
+    }
+    out
 }

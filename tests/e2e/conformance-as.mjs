@@ -4,9 +4,9 @@
 //   tests/e2e/node_modules/node/bin/node tests/e2e/conformance-as.mjs
 // Env: MOAT_BIN (default target/debug/moat); MOAT_E2E_KEEP=1 keeps the work dir under tests/e2e/.work/ after a pass.
 //
-// Pass criteria: every check of the suite succeeds; the only accepted warning is
-// `authorization-server-metadata-cimd` (Moat does not implement Client ID Metadata Documents yet);
-// a warning, failure or skipped check of any other kind fails the run.
+// Pass criteria: every check of the suite succeeds; no warning is accepted (Moat advertises
+// Client ID Metadata Documents, so `authorization-server-metadata-cimd` succeeds too); a warning,
+// failure or skipped check of any kind fails the run.
 // The suite is not run with --client-secret: conformance 0.2.0-alpha.12 (scenario
 // authorization-code-grant, selectTokenAuthMethod()) authenticates with `none` whenever the
 // metadata lists `none`, even when given a secret, and a correct server must refuse that
@@ -26,7 +26,7 @@ import { authorizationUrl, pkce, startCallbackServer, tokenRequest } from './lib
 
 const SUITE_JS = path.join(E2E_DIR, 'node_modules', '@modelcontextprotocol', 'conformance', 'dist', 'index.js');
 const EXPECTED_SCENARIOS = ['authorization-server-metadata-endpoint', 'authorization-code-grant'];
-const ACCEPTED_WARNINGS = new Set(['authorization-server-metadata-cimd']);
+const ACCEPTED_WARNINGS = new Set(); // none: every warning fails the run
 const RUN_TIMEOUT_MS = 4 * 60_000;
 const BROWSER_TIMEOUT_MS = 60_000;
 const EMAIL = 'alice@example.com';
@@ -207,6 +207,7 @@ async function runSuite({ label, dir, issuer, client, cbPort, redirectUri, passw
 
   // ---- results: one checks.json per scenario ----
   const counts = { SUCCESS: 0, FAILURE: 0, WARNING: 0, SKIPPED: 0, INFO: 0 };
+  let cimdCheck = null; // the CIMD metadata check must have run and succeeded, not just be absent
   const scenarios = [];
   const acceptedWarnings = [];
   const failures = [];
@@ -224,6 +225,7 @@ async function runSuite({ label, dir, issuer, client, cbPort, redirectUri, passw
     for (const c of checks) {
       counts[c.status] = (counts[c.status] ?? 0) + 1;
       if (c.id === 'authorization-server-metadata' && c.details?.body) metadata = c.details.body;
+      if (c.id === 'authorization-server-metadata-cimd') cimdCheck = c;
       if (c.status === 'SUCCESS') sc.passed++;
       if (c.status === 'FAILURE') {
         sc.failed++;
@@ -240,6 +242,9 @@ async function runSuite({ label, dir, issuer, client, cbPort, redirectUri, passw
     scenarios.push(sc);
   }
   scenarios.sort((a, b) => EXPECTED_SCENARIOS.indexOf(a.name) - EXPECTED_SCENARIOS.indexOf(b.name));
+  if (files.length && cimdCheck?.status !== 'SUCCESS') {
+    problems.push(`check authorization-server-metadata-cimd: ${cimdCheck ? cimdCheck.status : 'did not run'} (client_id_metadata_document_supported must be true)`);
+  }
   for (const s of EXPECTED_SCENARIOS) {
     if (!scenarios.some((x) => x.name === s)) problems.push(`scenario ${s} did not run (no checks.json)`);
   }

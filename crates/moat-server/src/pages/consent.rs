@@ -2,7 +2,6 @@
 //! scope with its description; only scopes not granted before are asked for (DESIGN.md §6).
 
 use askama::Template;
-use axum::body::Body;
 use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
@@ -10,8 +9,8 @@ use moat_core::model::{AuditEvent, AuthorizationRequest, ClientKind, Consent};
 use moat_core::{OAuthError, OAuthErrorCode, scope};
 
 use super::login::ReqQuery;
-use super::{csrf_token, csrf_valid, forbidden, internal_error, render};
-use crate::http::{Params, fetch_site_allowed, read_body, see_other};
+use super::{csrf_token, csrf_valid, forbidden, internal_error, read_form, render};
+use crate::http::see_other;
 use crate::oauth::flow;
 use crate::state::{AppState, now};
 
@@ -122,16 +121,9 @@ pub async fn show(State(state): State<AppState>, Query(q): Query<ReqQuery>, head
 
 /// `POST /consent` with `decision=approve|deny`.
 pub async fn submit(State(state): State<AppState>, request: Request) -> Response {
-    let (parts, body): (_, Body) = request.into_parts();
-    let headers = parts.headers;
-    if !fetch_site_allowed(&headers) {
-        return forbidden(&state);
-    }
-    let Ok(bytes) = read_body(body, state.config.max_body_bytes).await else {
-        return forbidden(&state);
-    };
-    let Ok(form) = Params::parse(&bytes) else {
-        return forbidden(&state);
+    let (headers, form) = match read_form(&state, request).await {
+        Ok(x) => x,
+        Err(resp) => return resp,
     };
     let (req, resource, client) = match flow::load_request(&state, &headers, form.get("req")).await {
         Ok(x) => x,

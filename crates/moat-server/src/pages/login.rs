@@ -3,7 +3,6 @@
 //! (the session id is never reused across logins, against fixation).
 
 use askama::Template;
-use axum::body::Body;
 use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
@@ -11,9 +10,9 @@ use moat_core::ids::{random_id, random_secret};
 use moat_core::model::{AuditEvent, AuthorizationRequest, Client, Resource, Session};
 use serde::Deserialize;
 
-use super::{csrf_token, csrf_valid, forbidden, internal_error, render};
+use super::{csrf_token, csrf_valid, forbidden, internal_error, read_form, render};
 use crate::crypto::sha256_hex;
-use crate::http::{Params, client_ip, cookie, fetch_site_allowed, read_body, set_cookie};
+use crate::http::{client_ip, cookie, set_cookie};
 use crate::oauth::flow::{self, BrowserSession, SESSION_COOKIE};
 use crate::passwords;
 use crate::state::{AppState, now};
@@ -71,16 +70,9 @@ pub async fn show(State(state): State<AppState>, Query(q): Query<ReqQuery>, head
 /// `POST /login`.
 pub async fn submit(State(state): State<AppState>, request: Request) -> Response {
     let ip = client_ip(&request, state.config.trusted_proxy_header.as_deref()).map(|i| i.to_string());
-    let (parts, body): (_, Body) = request.into_parts();
-    let headers = parts.headers;
-    if !fetch_site_allowed(&headers) {
-        return forbidden(&state);
-    }
-    let Ok(bytes) = read_body(body, state.config.max_body_bytes).await else {
-        return forbidden(&state);
-    };
-    let Ok(form) = Params::parse(&bytes) else {
-        return forbidden(&state);
+    let (headers, form) = match read_form(&state, request).await {
+        Ok(x) => x,
+        Err(resp) => return resp,
     };
     let (req, resource, client) = match flow::load_request(&state, &headers, form.get("req")).await {
         Ok(x) => x,

@@ -1,14 +1,13 @@
 //! `/logout`: a confirmation page (GET) and the CSRF-protected form that ends the session
 //! (POST), so a third-party page cannot sign the user out.
 
-use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, header};
 use axum::response::Response;
 use moat_core::model::AuditEvent;
 
-use super::{csrf_token, csrf_valid, forbidden, internal_error, message_page};
-use crate::http::{Params, fetch_site_allowed, read_body, set_cookie};
+use super::{csrf_token, csrf_valid, forbidden, internal_error, message_page, read_form};
+use crate::http::set_cookie;
 use crate::oauth::flow::{self, SESSION_COOKIE};
 use crate::state::{AppState, now};
 
@@ -27,16 +26,9 @@ pub async fn show(State(state): State<AppState>, headers: HeaderMap) -> Response
 
 /// `POST /logout`.
 pub async fn submit(State(state): State<AppState>, request: Request) -> Response {
-    let (parts, body): (_, Body) = request.into_parts();
-    let headers = parts.headers;
-    if !fetch_site_allowed(&headers) {
-        return forbidden(&state);
-    }
-    let Ok(bytes) = read_body(body, state.config.max_body_bytes).await else {
-        return forbidden(&state);
-    };
-    let Ok(form) = Params::parse(&bytes) else {
-        return forbidden(&state);
+    let (headers, form) = match read_form(&state, request).await {
+        Ok(x) => x,
+        Err(resp) => return resp,
     };
     let bs = match flow::current_session(&state, &headers).await {
         Ok(Some(bs)) => bs,

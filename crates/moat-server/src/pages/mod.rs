@@ -13,7 +13,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use crate::http::page_security_headers;
+use crate::http::{Params, fetch_site_allowed, page_security_headers, read_body};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -80,6 +80,21 @@ fn csrf_token(state: &AppState, parts: &[&str]) -> String {
 fn csrf_valid(state: &AppState, parts: &[&str], presented: Option<&str>) -> bool {
     let bytes: Vec<&[u8]> = parts.iter().map(|p| p.as_bytes()).collect();
     presented.is_some_and(|t| state.derived.csrf.verify_b64(&bytes, t))
+}
+
+/// Reads a page's form POST: refuses cross-site submissions (`Sec-Fetch-Site`), bodies over the
+/// limit and malformed encodings with the 403 page; returns the headers and the fields.
+async fn read_form(
+    state: &AppState,
+    request: axum::extract::Request,
+) -> Result<(axum::http::HeaderMap, Params), Response> {
+    let (parts, body) = request.into_parts();
+    if !fetch_site_allowed(&parts.headers) {
+        return Err(forbidden(state));
+    }
+    let bytes = read_body(body, state.config.max_body_bytes).await.map_err(|_| forbidden(state))?;
+    let form = Params::parse(&bytes).map_err(|_| forbidden(state))?;
+    Ok((parts.headers, form))
 }
 
 fn forbidden(state: &AppState) -> Response {

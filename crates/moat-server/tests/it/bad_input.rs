@@ -442,10 +442,22 @@ impl Vocabulary {
     }
 }
 
-/// Checks one response: never 5xx; JSON errors use RFC codes; error redirects carry an RFC
-/// code and `iss`.
+/// RFC 6749 §5.2: `error_description` is limited to %x20-21 / %x23-5B / %x5D-7E, whatever
+/// input the description mentions.
+fn assert_description_charset(what: &str, d: Option<&str>) {
+    if let Some(d) = d {
+        assert!(
+            d.bytes().all(|b| matches!(b, 0x20..=0x21 | 0x23..=0x5B | 0x5D..=0x7E)),
+            "{what}: error_description {d:?}"
+        );
+    }
+}
+
+/// Checks one response: never 5xx; JSON errors use RFC codes, a clean description and
+/// `no-store`; error redirects carry an RFC code, a clean description and `iss`.
 async fn check(resp: reqwest::Response, what: &str, issuer: &str) {
     let status = resp.status().as_u16();
+    let no_store = resp.headers().get("cache-control").is_some_and(|c| c == "no-store");
     assert!(status < 500, "{what}: server error {status}: {:?}", resp.text().await);
     let loc = resp.headers().get("location").map(|l| l.to_str().unwrap().to_owned());
     let is_json = resp
@@ -459,6 +471,7 @@ async fn check(resp: reqwest::Response, what: &str, issuer: &str) {
         let q: std::collections::HashMap<String, String> = u.query_pairs().into_owned().collect();
         if let Some(e) = q.get("error") {
             assert!(REDIRECT_ERRORS.contains(&e.as_str()), "{what}: redirect error {e}");
+            assert_description_charset(what, q.get("error_description").map(String::as_str));
             assert_eq!(q.get("iss").map(String::as_str), Some(issuer), "{what}: iss in {loc}");
         }
     }
@@ -469,6 +482,8 @@ async fn check(resp: reqwest::Response, what: &str, issuer: &str) {
             return; // the fallback of unknown paths
         }
         assert!(JSON_ERRORS.contains(&e), "{what}: {status} {e} is not an RFC error code");
+        assert_description_charset(what, v["error_description"].as_str());
+        assert!(no_store, "{what}: an OAuth error without Cache-Control: no-store");
     }
 }
 

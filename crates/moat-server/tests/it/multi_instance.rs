@@ -331,21 +331,17 @@ impl Instance {
                 lines.lock().unwrap().push(line);
             }
         });
-        let outcome = tokio::time::timeout(Duration::from_secs(60), async {
-            tokio::select! {
-                addr = ready_rx => Ok(addr.ok()),
-                status = child.wait() => Err(status.unwrap()),
-            }
-        })
-        .await;
-        match outcome {
-            Ok(Ok(Some(addr))) => Ok(Self { base: format!("http://{addr}"), child, log }),
-            Ok(Err(status)) => {
-                // The process exited: let the reader collect its last words.
+        // The reader drops the sender without sending when stderr closes, i.e. the process is
+        // exiting without having become ready.
+        let ready = tokio::time::timeout(Duration::from_secs(60), ready_rx).await;
+        match ready {
+            Ok(Ok(addr)) => Ok(Self { base: format!("http://{addr}"), child, log }),
+            Ok(Err(_)) => {
+                let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await.unwrap().unwrap();
                 let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
                 Err(format!("moat serve exited ({status}):\n{}", log.lock().unwrap().join("\n")))
             }
-            _ => panic!("moat serve did not become ready:\n{}", log.lock().unwrap().join("\n")),
+            Err(_) => panic!("moat serve did not become ready:\n{}", log.lock().unwrap().join("\n")),
         }
     }
 

@@ -21,7 +21,7 @@ MOAT_BIN="${MOAT_BIN:-target/debug/moat}"
 case "$MOAT_BIN" in /*) ;; *) MOAT_BIN="$REPO_DIR/$MOAT_BIN" ;; esac
 export MOAT_BIN
 
-SUITES=(browser_helper conformance_as ts_sdk python_sdk mcp_remote conformance_server negative interop other_servers two_instances)
+SUITES=(browser_helper conformance_as ts_sdk python_sdk mcp_remote conformance_server negative interop other_servers two_instances cimd)
 
 # ---- suites ------------------------------------------------------------------------------------
 
@@ -81,6 +81,13 @@ suite_other_servers() {
 # instances. PostgreSQL: MOAT_TEST_POSTGRES_URL, else 127.0.0.1:5432, else skipped with a message.
 suite_two_instances() {
     "$NODE22" --test --test-reporter=spec "$E2E_DIR/two-instances.mjs"
+}
+
+# Client ID Metadata Documents: the TypeScript SDK (clientMetadataUrl), the Python SDK
+# (client_metadata_url, cimd-python-sdk.py) and mcp-remote (--client-metadata-url) against todo-mcp
+# and a Moat with DCR off; the documents come from a local HTTPS server with a CA made by openssl.
+suite_cimd() {
+    "$NODE22" --test --test-reporter=spec "$E2E_DIR/cimd.test.mjs"
 }
 
 # ---- prerequisites -----------------------------------------------------------------------------

@@ -2,12 +2,13 @@
 //
 // As an ES module (Node tests):
 //   import { authorize } from './browser/authorize.mjs';
-//   const { finalUrl, pages } = await authorize({ url, email, password, decision: 'approve' });
+//   const { finalUrl, pages, consentText } = await authorize({ url, email, password, decision: 'approve' });
 //
 // As a CLI (Python, Rust, shell):
 //   node tests/e2e/browser/authorize.mjs --url <authorization URL> --email E --password P \
 //        [--decision approve|deny] [--expect-redirect-prefix URL] [--timeout-ms N] [--quiet]
-//   prints one JSON line {"finalUrl": "...", "pages": ["login","consent"]} on stdout; progress on
+//   prints one JSON line {"finalUrl": "...", "pages": ["login","consent"], "consentText": "..."} on stdout
+//   (consentText: the consent page's visible text, absent when no consent page was shown); progress on
 //   stderr; exit 1 with a clear message (and a screenshot in tests/e2e/.work/) on failure, 2 on
 //   bad arguments. Works with the machine's Node 20 as well as with Node 22.
 //
@@ -69,7 +70,8 @@ export class AuthorizeError extends Error {
  * @param {string} [opts.expectRedirectPrefix] where the flow must end; default: the URL's redirect_uri
  * @param {number} [opts.timeoutMs=60000]  overall deadline
  * @param {(msg: string) => void} [opts.log] progress messages (default: stderr)
- * @returns {Promise<{finalUrl: string, pages: string[]}>}
+ * @returns {Promise<{finalUrl: string, pages: string[], consentText?: string}>} `consentText`: the
+ *   visible text of the consent page as shown (what the user read before deciding), if one was shown
  */
 export async function authorize(opts) {
   const {
@@ -99,6 +101,7 @@ export async function authorize(opts) {
   const remaining = () => Math.max(1, deadline - Date.now());
 
   const pages = [];
+  let consentText;
   const profile = await mkdtemp(path.join(tmpdir(), 'moat-e2e-chromium-'));
   let context;
   let page;
@@ -218,6 +221,7 @@ export async function authorize(opts) {
           await fail(`Moat showed the consent page again after "${decision}"\n  page text:\n${indent(await visibleText())}`);
         }
         pages.push('consent');
+        consentText = await visibleText();
         log(`consent page: pressing "${decision}"`);
         const button = page.locator(`form[action$="/consent"] button[name="decision"][value="${decision}"]`);
         if ((await button.count()) !== 1) {
@@ -236,7 +240,7 @@ export async function authorize(opts) {
       await fail(`Moat redirected to ${callbackOutcome.url}, but the browser could not load it: ${callbackOutcome.error}${hint}`);
     }
     log(`redirected to the client (HTTP ${callbackOutcome.status} from its callback)`);
-    return { finalUrl: callbackOutcome.url, pages };
+    return consentText === undefined ? { finalUrl: callbackOutcome.url, pages } : { finalUrl: callbackOutcome.url, pages, consentText };
   } finally {
     if (context) await context.close().catch(() => {});
     await rm(profile, { recursive: true, force: true }).catch(() => {});

@@ -36,7 +36,7 @@ pub fn browser_cookie<'a>(state: &AppState, headers: &'a HeaderMap) -> Option<&'
 }
 
 /// The current session, if the cookie names a live one whose user is enabled. Refreshes its
-/// idle timer at most once a minute.
+/// idle timer (see below).
 pub async fn current_session(state: &AppState, headers: &HeaderMap) -> anyhow::Result<Option<BrowserSession>> {
     let Some(token) = cookie(headers, &state.cookie_name(SESSION_COOKIE)).filter(|v| v.len() == 43) else {
         return Ok(None);
@@ -56,7 +56,9 @@ pub async fn current_session(state: &AppState, headers: &HeaderMap) -> anyhow::R
     if user.disabled {
         return Ok(None);
     }
-    if now - session.last_seen_at >= 60 {
+    // Refresh the idle timer at most once a minute (fewer writes), and at least twice per idle
+    // period so that short idle settings never sign out an active user.
+    if now - session.last_seen_at >= (state.config.session_idle_seconds / 2).clamp(1, 60) {
         state.store.touch_session(&hash, now).await?;
     }
     Ok(Some(BrowserSession { session, user }))

@@ -15,10 +15,9 @@ use moat_core::ids::{ClientId, ResourceId, UserId};
 use moat_core::model::{RefreshFamily, RefreshToken, Resource};
 use serde_json::{Value, json};
 
-use super::client_auth;
 use super::issue::family_of_jti;
 use crate::crypto::sha256_hex;
-use crate::http::{OAuthJsonError, Params, no_store_json, read_body, require_form_content_type};
+use crate::http::{OAuthJsonError, no_store_json};
 use crate::state::{AppState, now};
 
 /// What a presented token turned out to be.
@@ -70,12 +69,8 @@ async fn handle(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, OAuthJsonError> {
-    require_form_content_type(headers)?;
-    let bytes = read_body(body, state.config.max_body_bytes).await?;
-    let params = Params::parse(&bytes)?;
-    params.reject_duplicates()?;
-    let resource = super::resource_or_404(state, resource_id).await?;
-    let client = client_auth::authenticate(state, &resource, headers, &params).await?;
+    let super::ClientRequest { params, resource, client } =
+        super::client_request(state, resource_id, headers, body).await?;
     // RFC 7662 §4: introspection must be protected; Moat allows it to confidential clients.
     if !client.auth_method.is_confidential() {
         return Err(OAuthError::invalid_client("introspection requires a confidential client").into());

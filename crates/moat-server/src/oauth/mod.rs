@@ -37,6 +37,31 @@ pub fn authorize_router() -> Router<AppState> {
         .route("/resources/{resource}/oauth/authorize", get(authorize::authorize_get).post(authorize::authorize_post))
 }
 
+/// What the token, revocation and introspection endpoints read first.
+pub struct ClientRequest {
+    pub params: crate::http::Params,
+    pub resource: Arc<Resource>,
+    pub client: moat_core::model::Client,
+}
+
+/// The common start of the token-style endpoints: a form body (RFC 6749 §3.2) within the size
+/// limit with no repeated parameter (§3.1), the resource of the issuer path, and the
+/// authenticated client (§2.3).
+pub async fn client_request(
+    state: &AppState,
+    resource_id: &str,
+    headers: &axum::http::HeaderMap,
+    body: axum::body::Body,
+) -> Result<ClientRequest, OAuthJsonError> {
+    crate::http::require_form_content_type(headers)?;
+    let bytes = crate::http::read_body(body, state.config.max_body_bytes).await?;
+    let params = crate::http::Params::parse(&bytes)?;
+    params.reject_duplicates()?;
+    let resource = resource_or_404(state, resource_id).await?;
+    let client = client_auth::authenticate(state, &resource, headers, &params).await?;
+    Ok(ClientRequest { params, resource, client })
+}
+
 /// The resource of an issuer path, or a 404 OAuth error.
 pub async fn resource_or_404(state: &AppState, id: &str) -> Result<Arc<Resource>, OAuthJsonError> {
     match state.resource(id).await {

@@ -13,9 +13,8 @@ use axum::response::{IntoResponse, Response};
 use moat_core::model::AuditEvent;
 use serde_json::{Value, json};
 
-use super::client_auth;
 use super::introspect::{Found, find_token};
-use crate::http::{OAuthJsonError, Params, no_store_json, read_body, require_form_content_type};
+use crate::http::{OAuthJsonError, no_store_json};
 use crate::state::{AppState, now};
 
 /// `POST {issuer}/oauth/revoke`.
@@ -37,12 +36,8 @@ async fn handle(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, OAuthJsonError> {
-    require_form_content_type(headers)?;
-    let bytes = read_body(body, state.config.max_body_bytes).await?;
-    let params = Params::parse(&bytes)?;
-    params.reject_duplicates()?;
-    let resource = super::resource_or_404(state, resource_id).await?;
-    let client = client_auth::authenticate(state, &resource, headers, &params).await?;
+    let super::ClientRequest { params, resource, client } =
+        super::client_request(state, resource_id, headers, body).await?;
     let token = params.required("token")?;
     let now = now();
     let mut ev = AuditEvent::new("token.revoked", now);

@@ -20,10 +20,9 @@ use moat_core::{pkce, scope};
 use moat_store::{RedeemOutcome, RotateOutcome, Rotation};
 use serde_json::json;
 
-use super::client_auth;
 use super::issue::{Grant, mint, token_response};
 use crate::crypto::{ct_eq, sha256_hex};
-use crate::http::{OAuthJsonError, Params, read_body, require_form_content_type};
+use crate::http::{OAuthJsonError, Params};
 use crate::state::{AppState, now};
 
 /// `POST {issuer}/oauth/token`.
@@ -52,12 +51,8 @@ async fn handle(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<(&'static str, Response), OAuthJsonError> {
-    require_form_content_type(headers)?;
-    let bytes = read_body(body, state.config.max_body_bytes).await?;
-    let params = Params::parse(&bytes)?;
-    params.reject_duplicates()?;
-    let resource = super::resource_or_404(state, resource_id).await?;
-    let client = client_auth::authenticate(state, &resource, headers, &params).await?;
+    let super::ClientRequest { params, resource, client } =
+        super::client_request(state, resource_id, headers, body).await?;
     let grant_type = params.required("grant_type")?;
     let grant = GrantType::parse(grant_type)
         .ok_or_else(|| OAuthError::new(moat_core::OAuthErrorCode::UnsupportedGrantType, "unsupported grant_type"))?;

@@ -23,7 +23,7 @@ schema=
 cleanup() {
   kill "${pid:-}" 2>/dev/null || true
   wait "${pid:-}" 2>/dev/null || true
-  if [ -n "$schema" ]; then psql -q "$server" -c "DROP SCHEMA IF EXISTS \"$schema\" CASCADE" >/dev/null || true; fi
+  if [ -n "$schema" ]; then PGOPTIONS=--client-min-messages=warning psql -q "$server" -c "DROP SCHEMA IF EXISTS \"$schema\" CASCADE" >/dev/null || true; fi
   rm -rf "$work"
 }
 trap cleanup EXIT

@@ -128,6 +128,7 @@ async function checkCimdClient({ docUrl, clientName, accessToken, consentText, c
   assert.equal(hits.length, 1, `Moat fetched ${docPath} once (max-age=300):\n${context}`);
   assert.match(hits[0].userAgent, /^Moat\/\S+ \(client metadata fetcher\)$/, `who fetched ${docPath}:\n${context}`);
   assert.equal(hits[0].host, new URL(docUrl).host, 'the fetch went to the document URL host (Host header)');
+  assert.deepEqual(docs.tlsErrors, [], 'nobody that does not trust the test CA (an SDK) tried to fetch a document');
   const after = await cimdCounters();
   const delta = (k) => (after[k] ?? 0) - (countersBefore[k] ?? 0);
   assert.equal(delta('fetched'), 1, `moat_cimd_events_total{kind="fetched"} grew by one: before ${JSON.stringify(countersBefore)}, after ${JSON.stringify(after)}`);

@@ -5,6 +5,7 @@
 # What it installs:
 #   - Debian's `chromium` at /usr/bin/chromium (headless browser for the login/consent pages);
 #   - Debian's `faketime` (libfaketime, for the negative suite's expired-token check);
+#   - Debian's `openssl` CLI (the cimd suite makes a throw-away CA and server certificate);
 #   - tests/e2e/node_modules from package.json + package-lock.json with `npm ci` (the npm package
 #     `node` provides the Node 22 binary the conformance suite needs, at node_modules/node/bin/node);
 #   - tests/e2e/.venv with requirements.txt (Python MCP SDK 2.x and friends).
@@ -60,6 +61,19 @@ install_faketime() {
     fi
 }
 
+# --- 1c. the openssl CLI (the cimd suite makes a CA and a certificate for its HTTPS document server)
+install_openssl() {
+    command -v openssl >/dev/null && return 0
+    [[ $(id -u) -eq 0 ]] || die "the openssl CLI is missing and installing it needs root (apt-get install openssl)"
+    export DEBIAN_FRONTEND=noninteractive
+    log "apt-get install openssl"
+    if ! apt-get install -y -qq --no-install-recommends openssl >/dev/null; then
+        log "install failed; refreshing package lists and retrying"
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends openssl >/dev/null
+    fi
+}
+
 # --- 2. Node packages (npm ci) ----------------------------------------------------------------
 NODE22="$E2E_DIR/node_modules/node/bin/node"
 NPM_STAMP="$E2E_DIR/node_modules/.moat-e2e-setup.stamp"
@@ -110,6 +124,7 @@ install_python_venv() {
 start=$SECONDS
 install_chromium
 install_faketime
+install_openssl
 install_node_packages
 install_python_venv
 mkdir -p "$E2E_DIR/.work"

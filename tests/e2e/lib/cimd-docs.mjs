@@ -4,7 +4,8 @@
 //   const url = docs.publish('ts-sdk', { client_name: 'x', redirect_uris: [...] });
 //       // → https://clients.test:<port>/ts-sdk.json, served with client_id = that URL exactly
 //   docs.moatEnv    // MOAT_CIMD_ALLOW_LOOPBACK, MOAT_CIMD_EXTRA_ROOT_CA, MOAT_CIMD_RESOLVE for `moat serve`
-//   docs.hits('/ts-sdk.json')  // requests received for a path: [{ method, path, userAgent, at }]
+//   docs.hits('/ts-sdk.json')  // requests received for a path: [{ method, path, userAgent, host, at }]
+//   docs.tlsErrors             // failed TLS handshakes (someone not trusting the CA tried to connect)
 //   await docs.stop();
 //
 // Only Moat needs to trust the CA and resolve the name (through the env above): the MCP clients
@@ -80,6 +81,7 @@ export class CimdDocs {
     this.log = log;
     this.documents = new Map(); // path → JSON text
     this.requests = [];
+    this.tlsErrors = []; // failed TLS handshakes: a client that does not trust the CA tried to fetch
     this.server = null;
     this.port = 0;
   }
@@ -87,6 +89,10 @@ export class CimdDocs {
   async #listen() {
     const [key, cert] = await Promise.all([readFile(this.files.key), readFile(this.files.cert)]);
     this.server = https.createServer({ key, cert }, (req, res) => this.#handle(req, res));
+    this.server.on('tlsClientError', (err) => {
+      this.tlsErrors.push(err.message);
+      this.log(`TLS handshake failed: ${err.message}`);
+    });
     await new Promise((resolve, reject) => {
       this.server.once('error', reject);
       this.server.listen(0, '127.0.0.1', resolve);

@@ -8,7 +8,7 @@ use moat_core::model::{AuthMethod, Client, ClientKind, GrantType};
 use serde_json::{Value, json};
 
 use super::Ctx;
-use super::output::{print_json, print_table};
+use super::output::{out, print_json, print_table};
 use crate::crypto::sha256_hex;
 use crate::keys::MAX_ACCESS_TOKEN_TTL;
 use crate::state::now;
@@ -159,25 +159,25 @@ pub async fn run(cmd: ClientCmd, ctx: &Ctx) -> anyhow::Result<()> {
             if json {
                 return print_json(&client_json(&c));
             }
-            println!("{}", serde_json::to_string_pretty(&client_json(&c))?);
+            out!("{}", serde_json::to_string_pretty(&client_json(&c))?);
             Ok(())
         }
         ClientCmd::Disable { id, resource } => {
             let c = load(ctx, &id, resource.as_deref()).await?;
             ctx.store.set_client_disabled(&c.resource_id, &c.id, true, now()).await?;
-            println!("disabled {} and revoked its refresh tokens", c.id);
+            out!("disabled {} and revoked its refresh tokens", c.id);
             Ok(())
         }
         ClientCmd::Enable { id, resource } => {
             let c = load(ctx, &id, resource.as_deref()).await?;
             ctx.store.set_client_disabled(&c.resource_id, &c.id, false, now()).await?;
-            println!("enabled {}", c.id);
+            out!("enabled {}", c.id);
             Ok(())
         }
         ClientCmd::Delete { id, resource } => {
             let c = load(ctx, &id, resource.as_deref()).await?;
             ctx.store.delete_client(&c.resource_id, &c.id).await?;
-            println!("deleted {} with its consents and tokens", c.id);
+            out!("deleted {} with its consents and tokens", c.id);
             Ok(())
         }
     }
@@ -264,11 +264,11 @@ async fn create(ctx: &Ctx, a: CreateArgs) -> anyhow::Result<()> {
         }
         return print_json(&v);
     }
-    println!("client_id:     {}", client.id);
+    out!("client_id:     {}", client.id);
     if let Some(s) = &secret {
-        println!("client_secret: {s}");
-        println!("(the secret is shown only now; Moat stores only its hash)");
+        out!("client_secret: {s}");
+        out!("(the secret is shown only now; Moat stores only its hash)");
     }
-    println!("token endpoint: {}/oauth/token", ctx.issuer(&resource.id));
+    out!("token endpoint: {}/oauth/token", ctx.issuer(&resource.id));
     Ok(())
 }

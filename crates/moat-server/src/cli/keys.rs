@@ -5,7 +5,7 @@ use clap::Subcommand;
 use serde_json::{Value, json};
 
 use super::Ctx;
-use super::output::{print_json, print_table};
+use super::output::{out, print_json, print_table};
 use crate::config::SigningAlg;
 use crate::crypto::{MasterKey, Sealer};
 use crate::state::now;
@@ -50,10 +50,7 @@ pub async fn run(cmd: KeysCmd, ctx: &Ctx) -> anyhow::Result<()> {
             if json {
                 return print_json(&json!({ "kid": rec.kid, "alg": rec.alg, "activates_at": rec.activates_at }));
             }
-            println!(
-                "new key {} ({}) is published now and signs from {} (Unix time)",
-                rec.kid, rec.alg, rec.activates_at
-            );
+            out!("new key {} ({}) is published now and signs from {} (Unix time)", rec.kid, rec.alg, rec.activates_at);
             Ok(())
         }
         KeysCmd::List { json } => {

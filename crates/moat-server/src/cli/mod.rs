@@ -17,6 +17,7 @@ use moat_store::DynStore;
 
 use crate::config::{Config, LogFormat, Overrides};
 use crate::startup::{Application, shutdown_signal};
+use output::out;
 
 #[derive(Parser, Debug)]
 #[command(name = "moat", version, about = "Moat: the OAuth 2.1 authorization server for MCP servers")]
@@ -93,7 +94,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Migrate => {
             let store = open_store(&config, false).await?;
             store.migrate().await.context("applying migrations")?;
-            println!("migrations applied ({})", store.backend());
+            out!("migrations applied ({})", store.backend());
             Ok(())
         }
         Command::Resource(cmd) => resources::run(cmd, &Ctx::new(config).await?).await,

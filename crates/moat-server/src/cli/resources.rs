@@ -7,7 +7,7 @@ use moat_core::model::{Resource, ScopeDef};
 use serde_json::{Value, json};
 
 use super::Ctx;
-use super::output::{print_json, print_table};
+use super::output::{out, print_json, print_table};
 use crate::keys::MAX_ACCESS_TOKEN_TTL;
 use crate::state::now;
 
@@ -217,14 +217,14 @@ fn print_resource(ctx: &Ctx, r: &Resource, json: bool) -> anyhow::Result<()> {
         .iter()
         .map(|s| if s.description.is_empty() { s.name.clone() } else { format!("{} ({})", s.name, s.description) })
         .collect();
-    println!("id:             {}", r.id);
-    println!("name:           {}", r.name);
-    println!("issuer:         {}", ctx.issuer(&r.id));
-    println!("server url:     {}", r.server_url);
-    println!("scopes:         {}", scopes.join(", "));
-    println!("default scopes: {}", r.effective_default_scopes().join(" "));
-    println!("dynamic registration: {}", if r.dcr_enabled { "enabled" } else { "disabled" });
-    println!(
+    out!("id:             {}", r.id);
+    out!("name:           {}", r.name);
+    out!("issuer:         {}", ctx.issuer(&r.id));
+    out!("server url:     {}", r.server_url);
+    out!("scopes:         {}", scopes.join(", "));
+    out!("default scopes: {}", r.effective_default_scopes().join(" "));
+    out!("dynamic registration: {}", if r.dcr_enabled { "enabled" } else { "disabled" });
+    out!(
         "client metadata documents: {}{}",
         if r.cimd_enabled { "accepted" } else { "refused" },
         if r.cimd_allowed_hosts.is_empty() {
@@ -233,13 +233,15 @@ fn print_resource(ctx: &Ctx, r: &Resource, json: bool) -> anyhow::Result<()> {
             format!(" from {}", r.cimd_allowed_hosts.join(", "))
         }
     );
-    println!(
+    out!(
         "access token ttl: {}s, refresh token ttl: {}s (idle {}s)",
-        r.access_token_ttl, r.refresh_token_ttl, r.refresh_idle_ttl
+        r.access_token_ttl,
+        r.refresh_token_ttl,
+        r.refresh_idle_ttl
     );
-    println!("\nProtected resource metadata for your MCP server to serve at");
-    println!("{}:", moat_core::url::well_known_url(&r.server_url, "oauth-protected-resource").unwrap_or_default());
-    println!("{}", serde_json::to_string_pretty(&crate::discovery::prm_json(&ctx.issuer(&r.id), r))?);
+    out!("\nProtected resource metadata for your MCP server to serve at");
+    out!("{}:", moat_core::url::well_known_url(&r.server_url, "oauth-protected-resource").unwrap_or_default());
+    out!("{}", serde_json::to_string_pretty(&crate::discovery::prm_json(&ctx.issuer(&r.id), r))?);
     Ok(())
 }
 
@@ -342,7 +344,7 @@ pub async fn run(cmd: ResourceCmd, ctx: &Ctx) -> anyhow::Result<()> {
         ResourceCmd::Delete { id } => {
             let r = load(ctx, &id).await?;
             ctx.store.delete_resource(&r.id).await?;
-            println!("deleted {} ({}) with its clients, consents and tokens", r.id, r.name);
+            out!("deleted {} ({}) with its clients, consents and tokens", r.id, r.name);
             Ok(())
         }
     }

@@ -10,7 +10,7 @@ use moat_core::model::User;
 use serde_json::{Value, json};
 
 use super::Ctx;
-use super::output::{print_json, print_table};
+use super::output::{out, print_json, print_table};
 use crate::passwords::{MAX_PASSWORD_LEN, MIN_PASSWORD_LEN, hash_password};
 use crate::state::now;
 
@@ -105,7 +105,7 @@ pub async fn run(cmd: UserCmd, ctx: &Ctx) -> anyhow::Result<()> {
             if json {
                 return print_json(&user_json(&user));
             }
-            println!("created {} ({})", user.id, user.email);
+            out!("created {} ({})", user.id, user.email);
             Ok(())
         }
         UserCmd::List { json } => {
@@ -130,19 +130,19 @@ pub async fn run(cmd: UserCmd, ctx: &Ctx) -> anyhow::Result<()> {
         UserCmd::Disable { user } => {
             let u = find(ctx, &user).await?;
             ctx.store.set_user_disabled(&u.id, true, now()).await?;
-            println!("disabled {} ({}): sessions ended, refresh tokens revoked", u.id, u.email);
+            out!("disabled {} ({}): sessions ended, refresh tokens revoked", u.id, u.email);
             Ok(())
         }
         UserCmd::Enable { user } => {
             let u = find(ctx, &user).await?;
             ctx.store.set_user_disabled(&u.id, false, now()).await?;
-            println!("enabled {} ({})", u.id, u.email);
+            out!("enabled {} ({})", u.id, u.email);
             Ok(())
         }
         UserCmd::Delete { user } => {
             let u = find(ctx, &user).await?;
             ctx.store.delete_user(&u.id).await?;
-            println!("deleted {} ({})", u.id, u.email);
+            out!("deleted {} ({})", u.id, u.email);
             Ok(())
         }
     }

@@ -46,14 +46,29 @@ impl Application {
             None => default_public_url(addr),
         };
         // The master key first: a PostgreSQL deployment without an explicit one is refused
-        // before the database is touched (DESIGN.md §7).
-        let master = MasterKey::load(&config, true)?;
+        // before the database is touched (DESIGN.md §7). The zero-setup key file of a single
+        // SQLite instance is generated only for a database without signing keys: a new key
+        // could not open existing ones (a restored database whose key file was lost).
+        let explicit = config.is_postgres() || config.master_key.is_some() || config.master_key_file.is_some();
+        let master = match MasterKey::load(&config, false) {
+            Ok(k) => Some(k),
+            Err(e) if explicit => return Err(e),
+            Err(_) => None,
+        };
         let store = moat_store::connect(&config.database_url, &config.connect_options())
             .await
             .with_context(|| "opening the database")?;
         if config.migrate_on_start {
             store.migrate().await.context("applying database migrations")?;
         }
+        let master = match master {
+            Some(k) => k,
+            None if store.list_signing_keys().await?.is_empty() => MasterKey::load(&config, true)?,
+            None => anyhow::bail!(
+                "the database holds signing keys but its master key file is missing: restore it \
+                 (or set MOAT_MASTER_KEY / master_key_file); a newly generated key could not open them"
+            ),
+        };
         let derived = DerivedKeys::new(&master)?;
         let keys = Arc::new(KeyRing::new(Arc::clone(&store), Arc::clone(&derived.key_sealer)));
         keys.ensure_and_load(config.signing_alg, now()).await.context("loading signing keys")?;

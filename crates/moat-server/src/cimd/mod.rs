@@ -103,7 +103,11 @@ impl CimdResolver {
 
     /// Resolves a client id URL to a validated client.
     pub async fn resolve(&self, client_id: &str) -> Result<(Arc<CimdClient>, Source), CimdFailure> {
-        moat_core::cimd::validate_client_id_url(client_id).map_err(CimdFailure::Url)?;
+        if let Err(e) = moat_core::cimd::validate_client_id_url(client_id) {
+            let failure = CimdFailure::Url(e);
+            self.metrics.cimd(failure.label());
+            return Err(failure);
+        }
         if let Some(c) = self.cached(client_id) {
             self.metrics.cimd("cache_hit");
             return Ok((c, Source::Cache));

@@ -409,3 +409,26 @@ async fn keys_list_matches_the_jwks() {
     assert!(out.success, "{}", out.stderr);
     assert_eq!(app.moat_json(&["keys", "list", "--json"]).await.as_array().unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn serve_refuses_a_database_whose_key_file_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("moat.db").display());
+    let key_file = dir.path().join("moat.db.key");
+    let moat = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_moat"));
+        cmd.arg("--database").arg(&db).args(args).env_remove("MOAT_MASTER_KEY").env_remove("MOAT_MASTER_KEY_FILE");
+        cmd.output().unwrap()
+    };
+    // First use creates the key file and a signing key sealed with it.
+    let out = moat(&["keys", "rotate"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(key_file.exists());
+    std::fs::remove_file(&key_file).unwrap();
+    // `serve` must refuse (not invent a key that cannot open the stored ones) and exit.
+    let out = moat(&["serve", "--listen", "127.0.0.1:0"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("master key file is missing"), "{err}");
+    assert!(!key_file.exists(), "no key file was made up");
+}

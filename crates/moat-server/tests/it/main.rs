@@ -6,6 +6,7 @@ mod helpers;
 
 mod authorize;
 mod bad_input;
+mod cimd;
 mod cli;
 mod discovery;
 mod flows;
@@ -13,4 +14,5 @@ mod multi_instance;
 mod pages;
 mod refresh;
 mod registration;
+mod tls;
 mod token;

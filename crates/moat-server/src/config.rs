@@ -304,11 +304,17 @@ impl Config {
         if self.refresh_reuse_grace_seconds < 0 || self.key_publish_delay_seconds < 0 {
             bail!("refresh_reuse_grace_seconds and key_publish_delay_seconds must not be negative");
         }
-        if self.jwks_max_age_seconds < 0 || self.jwks_max_age_seconds > self.key_publish_delay_seconds {
+        // A rotated-in key reaches every instance within key_reload_seconds and every resource
+        // server's cache within jwks_max_age_seconds more; it must not sign before that.
+        let reload = i64::try_from(self.key_reload_seconds).unwrap_or(i64::MAX);
+        if self.jwks_max_age_seconds < 0
+            || self.jwks_max_age_seconds.saturating_add(reload) > self.key_publish_delay_seconds
+        {
             bail!(
-                "jwks_max_age_seconds ({}) must be between 0 and key_publish_delay_seconds ({}): \
-                 a new key must be published longer than caches keep the old key set",
+                "jwks_max_age_seconds ({}) + key_reload_seconds ({}) must not exceed key_publish_delay_seconds ({}): \
+                 a new key must be published longer than instances and caches take to see it",
                 self.jwks_max_age_seconds,
+                self.key_reload_seconds,
                 self.key_publish_delay_seconds
             );
         }

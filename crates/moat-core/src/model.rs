@@ -308,11 +308,14 @@ pub struct RefreshToken {
     pub rotated_at: Option<i64>,
 }
 
-/// What a new refresh family starts with.
+/// What a new refresh family starts with. Every authorization-code redemption creates one: it is
+/// the grant the access tokens' `jti` names, so revoking it (code replay, client or user disabled)
+/// also deactivates them. A client without the `refresh_token` grant gets a family with no token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewFamily {
     pub id: FamilyId,
-    pub first_token_hash: String,
+    /// Hash of the first refresh token; `None` when no refresh token is issued.
+    pub first_token_hash: Option<String>,
     /// Absolute family expiry.
     pub expires_at: i64,
     /// Idle expiry of the first token.

@@ -6,8 +6,9 @@
 //! reuse revokes the whole family. Every refresh re-checks that the client, the user and the
 //! consent are still in place.
 
-use crate::ids::ClientId;
+use crate::ids::{ClientId, ResourceId};
 use crate::model::{RefreshFamily, RefreshToken};
+use crate::scope::is_protocol_scope;
 
 /// Everything the rule looks at, read inside the rotating transaction.
 #[derive(Debug)]
@@ -18,6 +19,10 @@ pub struct RotationFacts<'a> {
     pub successor: Option<&'a RefreshToken>,
     /// The client that authenticated (or identified itself) at the token endpoint.
     pub requesting_client: &'a ClientId,
+    /// The resource whose token endpoint was called.
+    pub requesting_resource: &'a ResourceId,
+    /// The request's `scope` parameter, parsed; `None` when absent.
+    pub requested_scopes: Option<&'a [String]>,
     /// The family's client exists and is not disabled.
     pub client_active: bool,
     /// The family's user exists and is not disabled (true for grants without a user).
@@ -34,6 +39,12 @@ pub struct RotationFacts<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RejectReason {
     WrongClient,
+    /// The token was issued for another resource (a metadata-document client is a client of
+    /// every resource that accepts it, so the client check alone does not bind the resource).
+    WrongResource,
+    /// The request asked for a scope the family was not granted (`invalid_scope`, not
+    /// `invalid_grant`: RFC 6749 §6).
+    ScopeNotGranted,
     FamilyRevoked,
     FamilyExpired,
     TokenExpired,
@@ -47,6 +58,8 @@ impl RejectReason {
     pub fn description(self) -> &'static str {
         match self {
             Self::WrongClient => "refresh token was not issued to this client",
+            Self::WrongResource => "refresh token was not issued for this resource",
+            Self::ScopeNotGranted => "a requested scope was not granted and cannot be added on refresh",
             Self::FamilyRevoked => "refresh token has been revoked",
             Self::FamilyExpired | Self::TokenExpired => "refresh token has expired",
             Self::ClientInactive => "client is disabled",
@@ -78,6 +91,10 @@ pub fn decide(f: &RotationFacts<'_>) -> RotationDecision {
     if f.family.client_id != *f.requesting_client {
         return Reject(RejectReason::WrongClient);
     }
+    // RFC 8707 §2.2: a refresh token is only good for the resource it was issued for.
+    if f.family.resource_id != *f.requesting_resource {
+        return Reject(RejectReason::WrongResource);
+    }
     if f.family.revoked_at.is_some() {
         return Reject(RejectReason::FamilyRevoked);
     }
@@ -105,6 +122,14 @@ pub fn decide(f: &RotationFacts<'_>) -> RotationDecision {
     }
     if f.now >= f.token.expires_at {
         return Reject(RejectReason::TokenExpired);
+    }
+    // RFC 6749 §6: scope may only narrow; protocol scopes clients add on their own are ignored
+    // (as in `scope::narrow`). Decided here, inside the transaction, so a bad request neither
+    // rotates the token nor needs a read of its own.
+    if let Some(requested) = f.requested_scopes
+        && requested.iter().any(|s| !f.family.scopes.contains(s) && !is_protocol_scope(s))
+    {
+        return Reject(RejectReason::ScopeNotGranted);
     }
     Rotate
 }
@@ -147,6 +172,8 @@ mod tests {
 
     struct Case {
         client: ClientId,
+        resource: ResourceId,
+        requested: Option<Vec<String>>,
         fam: RefreshFamily,
         tok: RefreshToken,
         succ: Option<RefreshToken>,
@@ -164,6 +191,8 @@ mod tests {
             let tok = token(&fam);
             Self {
                 client,
+                resource: fam.resource_id.clone(),
+                requested: None,
                 fam,
                 tok,
                 succ: None,
@@ -181,6 +210,8 @@ mod tests {
                 family: &self.fam,
                 successor: self.succ.as_ref(),
                 requesting_client: &self.client,
+                requesting_resource: &self.resource,
+                requested_scopes: self.requested.as_deref(),
                 client_active: self.client_active,
                 user_active: self.user_active,
                 consent_scopes: self.consent.as_deref(),
@@ -200,6 +231,29 @@ mod tests {
         let mut c = Case::new();
         c.client = ClientId::generate();
         assert_eq!(c.decide(), RotationDecision::Reject(RejectReason::WrongClient));
+    }
+
+    #[test]
+    fn other_resource_is_rejected_without_revocation() {
+        let mut c = Case::new();
+        c.resource = ResourceId::generate();
+        assert_eq!(c.decide(), RotationDecision::Reject(RejectReason::WrongResource));
+        // Even for a token already rotated: a wrong-resource request tells nothing about reuse.
+        c.tok.rotated_at = Some(10);
+        assert_eq!(c.decide(), RotationDecision::Reject(RejectReason::WrongResource));
+    }
+
+    #[test]
+    fn requested_scope_may_only_narrow() {
+        let mut c = Case::new();
+        c.requested = Some(vec!["todo:read".into(), "offline_access".into()]);
+        assert_eq!(c.decide(), RotationDecision::Rotate);
+        c.requested = Some(vec!["todo:read".into(), "todo:write".into()]);
+        assert_eq!(c.decide(), RotationDecision::Reject(RejectReason::ScopeNotGranted));
+        // Reuse detection comes first: a stolen, rotated token revokes the family whatever
+        // scope it asks for.
+        c.tok.rotated_at = Some(10);
+        assert_eq!(c.decide(), RotationDecision::RevokeFamily);
     }
 
     #[test]

@@ -36,6 +36,11 @@ pub(crate) fn client_disabled() -> OAuthError {
     OAuthError::invalid_grant("the client is disabled")
 }
 
+/// What [`Store::redeem_code`] refuses a code of a disabled (or deleted) user with.
+pub(crate) fn user_disabled() -> OAuthError {
+    OAuthError::invalid_grant("the user account is disabled")
+}
+
 /// What [`Store::upsert_cimd_client`] refuses to record: only metadata-document clients come
 /// from documents (a backend error: the caller built the wrong record).
 pub(crate) fn check_cimd(client: &Client) -> Result<()> {
@@ -105,6 +110,11 @@ pub struct Rotation<'a> {
     /// Hash of the successor, derived deterministically from the presented token.
     pub successor_hash: &'a str,
     pub client_id: &'a ClientId,
+    /// The resource whose token endpoint was called (a family is bound to one resource).
+    pub resource_id: &'a ResourceId,
+    /// The request's parsed `scope` parameter, `None` when absent (see
+    /// [`moat_core::refresh::decide`]).
+    pub requested_scopes: Option<&'a [String]>,
     pub now: i64,
     pub grace_seconds: i64,
     /// The resource's refresh idle lifetime.
@@ -249,8 +259,8 @@ pub trait Store: Send + Sync + 'static {
     /// Redeems a code atomically: locks it; `NotFound`/`Expired`; a consumed code is a replay
     /// (revoke its family); `check` failing leaves it unconsumed, and so does a client disabled
     /// by the time of redemption (`Rejected(invalid_grant)`: a client disabled after the token
-    /// endpoint checked it, even by a concurrent transaction, never gets a live family);
-    /// otherwise marks it consumed, creates `family` (scopes, user, session and resource taken
+    /// endpoint checked it, even by a concurrent transaction, never gets a live family) or a
+    /// user disabled or deleted since the code was issued; otherwise marks it consumed, creates `family` (scopes, user, session and resource taken
     /// from the code) and records it on the code, and marks the client used (see
     /// [`LAST_USED_RESOLUTION_SECONDS`]).
     async fn redeem_code(

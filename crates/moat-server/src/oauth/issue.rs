@@ -44,8 +44,13 @@ pub fn family_of_jti(jti: &str) -> Option<FamilyId> {
     jti.split_once('.').and_then(|(f, _)| FamilyId::parse(f))
 }
 
+/// Lifetime of the access tokens `client` gets for `resource`.
+pub fn access_token_ttl(client: &Client, resource: &Resource) -> i64 {
+    client.access_token_ttl.unwrap_or(resource.access_token_ttl).clamp(1, MAX_ACCESS_TOKEN_TTL)
+}
+
 pub fn mint(state: &AppState, grant: &Grant<'_>, now: i64) -> Result<Minted, OAuthJsonError> {
-    let ttl = grant.client.access_token_ttl.unwrap_or(grant.resource.access_token_ttl).clamp(1, MAX_ACCESS_TOKEN_TTL);
+    let ttl = access_token_ttl(grant.client, grant.resource);
     let claims = AccessTokenClaims {
         iss: state.issuer(&grant.resource.id),
         sub: grant.subject.to_owned(),

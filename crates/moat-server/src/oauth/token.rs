@@ -15,12 +15,12 @@ use axum::response::{IntoResponse, Response};
 use moat_core::OAuthError;
 use moat_core::ids::FamilyId;
 use moat_core::model::{AuditEvent, AuthorizationCode, Client, GrantType, NewFamily, Resource};
-use moat_core::refresh::successor_expiry;
+use moat_core::refresh::{RejectReason, successor_expiry};
 use moat_core::{pkce, scope};
 use moat_store::{RedeemOutcome, RotateOutcome, Rotation};
 use serde_json::json;
 
-use super::issue::{Grant, mint, token_response};
+use super::issue::{Grant, access_token_ttl, mint, token_response};
 use crate::crypto::{ct_eq, sha256_hex};
 use crate::http::{OAuthJsonError, Params};
 use crate::state::{AppState, now};
@@ -77,16 +77,27 @@ fn check_resource_param(params: &Params, expected: &str) -> Result<(), OAuthErro
     }
 }
 
-fn new_family(resource: &Resource, now: i64) -> (String, NewFamily) {
-    let token = moat_core::ids::random_secret();
-    let expires_at = now.saturating_add(resource.refresh_token_ttl);
-    let family = NewFamily {
-        id: FamilyId::generate(),
-        first_token_hash: sha256_hex(token.as_bytes()),
-        expires_at,
-        token_expires_at: successor_expiry(now, resource.refresh_idle_ttl, expires_at),
-    };
-    (token, family)
+/// The grant an authorization-code redemption creates (DESIGN.md §4). Its id prefixes the
+/// access tokens' `jti`, so revoking it (a replayed code, a disabled client or user) deactivates
+/// them at introspection even when the client gets no refresh token; with one, it is the refresh
+/// family, and the first token is returned beside it.
+fn new_family(client: &Client, resource: &Resource, now: i64) -> (Option<String>, NewFamily) {
+    let id = FamilyId::generate();
+    if client.allows_grant(GrantType::RefreshToken) {
+        let token = moat_core::ids::random_secret();
+        let expires_at = now.saturating_add(resource.refresh_token_ttl);
+        let family = NewFamily {
+            id,
+            first_token_hash: Some(sha256_hex(token.as_bytes())),
+            expires_at,
+            token_expires_at: successor_expiry(now, resource.refresh_idle_ttl, expires_at),
+        };
+        (Some(token), family)
+    } else {
+        // No refresh token: the grant lives exactly as long as its access token.
+        let expires_at = now.saturating_add(access_token_ttl(client, resource));
+        (None, NewFamily { id, first_token_hash: None, expires_at, token_expires_at: expires_at })
+    }
 }
 
 async fn authorization_code(
@@ -131,16 +142,11 @@ async fn authorization_code(
         Ok(())
     };
     let now = now();
-    let (refresh, family) = if client.allows_grant(GrantType::RefreshToken) {
-        let (t, f) = new_family(resource, now);
-        (Some(t), Some(f))
-    } else {
-        (None, None)
-    };
+    let (refresh, family) = new_family(client, resource, now);
     let code_hash = sha256_hex(code.as_bytes());
     let outcome = state
         .store
-        .redeem_code(&code_hash, now, &check, family.as_ref())
+        .redeem_code(&code_hash, now, &check, Some(&family))
         .await
         .map_err(|e| OAuthJsonError::internal("redeeming a code", e))?;
     let code = match outcome {
@@ -160,23 +166,6 @@ async fn authorization_code(
             return Err(OAuthError::invalid_grant("the authorization code has already been used").into());
         }
     };
-    // A user disabled (or deleted) after the code was issued gets no tokens: disabling ends
-    // sessions and revokes refresh families, and an outstanding code must not slip through
-    // either (the same re-check every refresh makes, DESIGN.md §4).
-    match state.store.get_user(&code.user_id).await {
-        Ok(Some(u)) if !u.disabled => {}
-        Ok(_) => {
-            if let Some(f) = &family {
-                state
-                    .store
-                    .revoke_family(&f.id, now)
-                    .await
-                    .map_err(|e| OAuthJsonError::internal("revoking a family", e))?;
-            }
-            return Err(OAuthError::invalid_grant("the user account is disabled").into());
-        }
-        Err(e) => return Err(OAuthJsonError::internal("loading a user", e)),
-    }
     let minted = mint(
         state,
         &Grant {
@@ -186,14 +175,14 @@ async fn authorization_code(
             scopes: &code.scopes,
             session_id: code.session_id.as_deref(),
             auth_time: Some(code.auth_time),
-            family: family.as_ref().map(|f| &f.id),
+            family: Some(&family.id),
         },
         now,
     )?;
     let mut ev = audit(resource, client, "token.issued", now);
     ev.user_id = Some(code.user_id.to_string());
     ev.detail = json!({ "grant_type": "authorization_code", "scope": scope::join(&code.scopes),
-                        "family": family.as_ref().map(|f| f.id.to_string()) });
+                        "family": family.id.to_string() });
     state.audit.record(ev).await;
     Ok(token_response(&minted, &code.scopes, refresh.as_deref()))
 }
@@ -210,12 +199,9 @@ async fn refresh_token(
     }
     check_resource_param(params, &resource.server_url)?;
     let presented_hash = sha256_hex(presented.as_bytes());
-    // A narrowing `scope` is checked before rotating, so a bad request never rotates the token.
-    if let Some(requested) = params.get("scope")
-        && let Ok(Some((_, family))) = state.store.get_refresh_token(&presented_hash).await
-    {
-        scope::narrow(Some(requested), &family.scopes)?;
-    }
+    // A malformed `scope` fails here; whether it only narrows the grant is decided inside the
+    // rotating transaction, so a bad request never rotates the token.
+    let requested_scopes = params.get("scope").map(scope::parse_scope_param).transpose()?;
     // DESIGN.md §4: the successor is derived from the presented token, so a retry inside the
     // grace window can be answered with the same successor without storing it in plaintext.
     let successor = state.derived.refresh_successor.sign_b64(&[b"refresh-successor", presented.as_bytes()]);
@@ -227,6 +213,8 @@ async fn refresh_token(
             presented_hash: &presented_hash,
             successor_hash: &successor_hash,
             client_id: &client.id,
+            resource_id: &resource.id,
+            requested_scopes: requested_scopes.as_deref(),
             now,
             grace_seconds: state.config.refresh_reuse_grace_seconds,
             idle_ttl: resource.refresh_idle_ttl,
@@ -242,6 +230,9 @@ async fn refresh_token(
             state.audit.record(ev).await;
             tracing::warn!(client_id = %client.id, family = %family_id, "refresh token reuse; family revoked");
             return Err(OAuthError::invalid_grant("the refresh token has already been used").into());
+        }
+        RotateOutcome::Invalid(Some(reason @ RejectReason::ScopeNotGranted)) => {
+            return Err(OAuthError::invalid_scope(reason.description()).into());
         }
         RotateOutcome::Invalid(reason) => {
             let d = reason.map(|r| r.description()).unwrap_or("the refresh token is invalid");

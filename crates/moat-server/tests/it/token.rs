@@ -74,33 +74,44 @@ async fn wrong_verifier_is_invalid_grant_and_does_not_burn_the_code() {
 
 #[tokio::test]
 async fn a_reused_code_fails_and_revokes_what_the_first_redemption_issued() {
-    let (app, r, c) = setup().await;
+    let (app, r, with_refresh) = setup().await;
+    // A client without the refresh grant gets no refresh token, and its access token must still
+    // be revoked by the replay (RFC 9700 §4.4).
+    let (access_only, _) = app.client(&r, &[CB], true, &[GrantType::AuthorizationCode]).await;
     let (rs, rs_secret) = app.client(&r, &[], false, &[GrantType::ClientCredentials]).await;
     let rs_secret = rs_secret.unwrap();
-    let browser = app.browser();
-    let (code, pkce) = authorize_code(&app, &browser, &r, c.id.as_str(), CB, EMAIL, &[]).await;
-    let form = redeem_form(c.id.as_str(), &code, &pkce.verifier, &[]);
-    let (status, first) = app.token(&r, &form, None).await;
-    assert_eq!(status, 200, "{first}");
-    let rt = first["refresh_token"].as_str().unwrap();
-    let at = first["access_token"].as_str().unwrap();
+    for c in [with_refresh, access_only] {
+        let browser = app.browser();
+        let (code, pkce) = authorize_code(&app, &browser, &r, c.id.as_str(), CB, EMAIL, &[]).await;
+        let form = redeem_form(c.id.as_str(), &code, &pkce.verifier, &[]);
+        let (status, first) = app.token(&r, &form, None).await;
+        assert_eq!(status, 200, "{first}");
+        let at = first["access_token"].as_str().unwrap();
+        let introspect = async || {
+            app.post_form(
+                &format!("{}/oauth/introspect", app.issuer(&r)),
+                &[("token", at)],
+                Some((rs.id.as_str(), &rs_secret)),
+            )
+            .await
+            .1
+        };
+        assert_eq!(introspect().await["active"], true);
 
-    let (status, body) = app.token(&r, &form, None).await;
-    assert_error(status, &body, 400, "invalid_grant");
-    let (status, body) = app.refresh(&r, c.id.as_str(), rt, &[]).await;
-    assert_error(status, &body, 400, "invalid_grant");
-    // The access token of the first redemption is no longer active either.
-    let (_, body) = app
-        .post_form(
-            &format!("{}/oauth/introspect", app.issuer(&r)),
-            &[("token", at)],
-            Some((rs.id.as_str(), &rs_secret)),
-        )
-        .await;
-    assert_eq!(body, json!({"active": false}));
-    // A third attempt is still refused.
-    let (status, body) = app.token(&r, &form, None).await;
-    assert_error(status, &body, 400, "invalid_grant");
+        let (status, body) = app.token(&r, &form, None).await;
+        assert_error(status, &body, 400, "invalid_grant");
+        if let Some(rt) = first["refresh_token"].as_str() {
+            let (status, body) = app.refresh(&r, c.id.as_str(), rt, &[]).await;
+            assert_error(status, &body, 400, "invalid_grant");
+        } else {
+            assert!(!c.allows_grant(GrantType::RefreshToken), "{first}");
+        }
+        // The access token of the first redemption is no longer active either.
+        assert_eq!(introspect().await, json!({"active": false}));
+        // A third attempt is still refused.
+        let (status, body) = app.token(&r, &form, None).await;
+        assert_error(status, &body, 400, "invalid_grant");
+    }
 }
 
 #[tokio::test]
@@ -484,4 +495,32 @@ async fn outstanding_codes_of_a_disabled_user_cannot_be_redeemed() {
     app.store.set_user_disabled(&user.id, true, 0).await.unwrap();
     let (status, body) = app.token(&r, &redeem_form(c.id.as_str(), &code, &pkce.verifier, &[]), None).await;
     assert_error(status, &body, 400, "invalid_grant");
+}
+
+#[tokio::test]
+async fn basic_scheme_is_case_insensitive_and_an_empty_first_copy_is_still_a_duplicate() {
+    use base64::Engine as _;
+    let app = TestApp::spawn().await;
+    let r = app.resource().await;
+    let (c, secret) = app.client(&r, &[], false, &[GrantType::ClientCredentials]).await;
+    let secret = secret.unwrap();
+    let url = format!("{}/oauth/token", app.issuer(&r));
+    let creds = base64::engine::general_purpose::STANDARD.encode(format!("{}:{secret}", c.id));
+    // RFC 7235 §2.1: the scheme is case-insensitive.
+    for scheme in ["BASIC", "bAsIc"] {
+        let resp = app
+            .http()
+            .post(&url)
+            .header("authorization", format!("{scheme} {creds}"))
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{scheme}: {}", resp.text().await.unwrap());
+    }
+    // RFC 6749 §3.2: no parameter twice, even when its first copy is empty.
+    let form = [("grant_type", ""), ("grant_type", "client_credentials")];
+    let (status, body) = app.token(&r, &form, Some((c.id.as_str(), &secret))).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"], "invalid_request", "{body}");
 }

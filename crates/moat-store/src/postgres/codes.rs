@@ -133,6 +133,17 @@ async fn redeem_in(
         // legitimate client; the transaction changed nothing.
         return Ok(RedeemOutcome::Rejected(e));
     }
+    // A user disabled (or deleted) after the code was issued gets nothing. The share lock orders
+    // this against a concurrent disable: either it waits for the disable and sees it, or the
+    // disable waits for this transaction and then revokes the family it created.
+    let user_active: Option<i16> = sqlx::query_scalar("SELECT disabled FROM users WHERE id = $1 FOR SHARE")
+        .bind(code.user_id.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(fail("check user status"))?;
+    if !user_active.is_some_and(|d| d == 0) {
+        return Ok(RedeemOutcome::Rejected(crate::user_disabled()));
+    }
 
     // Mark the client used first (a no-op unless its `last_used_at` is stale, and never for a
     // disabled client): should it write, it takes the row's exclusive lock before the share lock

@@ -42,7 +42,10 @@ pub(super) async fn create_family_in(
     .execute(&mut *conn)
     .await
     .map_err(fail("create refresh family"))?;
-    insert_token_in(conn, &nf.first_token_hash, &nf.id, None, now, nf.token_expires_at).await
+    match &nf.first_token_hash {
+        Some(hash) => insert_token_in(conn, hash, &nf.id, None, now, nf.token_expires_at).await,
+        None => Ok(()),
+    }
 }
 
 async fn insert_token_in(
@@ -160,6 +163,8 @@ async fn rotate_in(tx: &mut PgConnection, r: &Rotation<'_>) -> TxResult<RotateOu
         family: &family,
         successor: successor.as_ref(),
         requesting_client: r.client_id,
+        requesting_resource: r.resource_id,
+        requested_scopes: r.requested_scopes,
         client_active,
         user_active,
         consent_scopes: consent_scopes.as_deref(),

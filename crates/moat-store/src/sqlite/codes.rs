@@ -108,6 +108,11 @@ pub(super) async fn redeem(
             rollback(tx, "redeem code").await?;
             return Ok(RedeemOutcome::Rejected(crate::client_disabled()));
         }
+        if !refresh::user_active_in(&mut tx, &code.user_id).await? {
+            // A user disabled (or deleted) after the code was issued gets nothing.
+            rollback(tx, "redeem code").await?;
+            return Ok(RedeemOutcome::Rejected(crate::user_disabled()));
+        }
 
         let consumed = sqlx::query(
             "UPDATE authorization_codes SET consumed_at = ? \

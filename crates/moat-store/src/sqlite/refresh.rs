@@ -39,7 +39,10 @@ pub(super) async fn create_family_in(
     .execute(&mut *conn)
     .await
     .map_err(|e| db_error("create refresh family", e))?;
-    insert_token_in(conn, &nf.first_token_hash, &nf.id, None, now, nf.token_expires_at).await
+    match &nf.first_token_hash {
+        Some(hash) => insert_token_in(conn, hash, &nf.id, None, now, nf.token_expires_at).await,
+        None => Ok(()),
+    }
 }
 
 async fn insert_token_in(
@@ -94,7 +97,7 @@ async fn family_in(conn: &mut SqliteConnection, id: &FamilyId) -> Result<Option<
 }
 
 /// Whether the user exists and is not disabled.
-async fn user_active_in(conn: &mut SqliteConnection, id: &UserId) -> Result<bool> {
+pub(super) async fn user_active_in(conn: &mut SqliteConnection, id: &UserId) -> Result<bool> {
     let disabled: Option<i64> = sqlx::query_scalar("SELECT disabled FROM users WHERE id = ?")
         .bind(id.as_str())
         .fetch_optional(conn)
@@ -134,6 +137,8 @@ pub(super) async fn rotate(s: &SqliteStore, r: &Rotation<'_>) -> Result<RotateOu
             family: &family,
             successor: successor.as_ref(),
             requesting_client: r.client_id,
+            requesting_resource: r.resource_id,
+            requested_scopes: r.requested_scopes,
             client_active,
             user_active,
             consent_scopes: consent_scopes.as_deref(),

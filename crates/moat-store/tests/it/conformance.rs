@@ -80,11 +80,13 @@ pub(crate) use conformance_suite;
 const GRACE: i64 = 60;
 const IDLE: i64 = 7 * 86_400;
 
-fn rotation<'a>(presented: &'a str, successor: &'a str, client: &'a ClientId, now: i64) -> Rotation<'a> {
+fn rotation<'a>(presented: &'a str, successor: &'a str, client: &'a Client, now: i64) -> Rotation<'a> {
     Rotation {
         presented_hash: presented,
         successor_hash: successor,
-        client_id: client,
+        client_id: &client.id,
+        resource_id: &client.resource_id,
+        requested_scopes: None,
         now,
         grace_seconds: GRACE,
         idle_ttl: IDLE,
@@ -186,7 +188,7 @@ pub async fn resource_delete_cascades(store: DynStore) {
     assert!(store.get_client(&w.client.resource_id, &w.client.id).await.unwrap().is_none());
     assert!(store.get_consent(&w.user.id, &w.client.id, &w.resource.id).await.unwrap().is_none());
     assert!(store.get_family(&g.family.id).await.unwrap().is_none());
-    assert!(store.get_refresh_token(&g.family.first_token_hash).await.unwrap().is_none());
+    assert!(store.get_refresh_token(g.family.first_token_hash.as_deref().unwrap()).await.unwrap().is_none());
     assert!(store.get_authorization_request(&pending.id).await.unwrap().is_none());
     let redeem = store.redeem_code(&g.code.code_hash, NOW, &|_| Ok(()), None).await.unwrap();
     assert_eq!(redeem, RedeemOutcome::NotFound);
@@ -282,8 +284,10 @@ pub async fn disabling_client_revokes_families(store: DynStore) {
     assert!(!store.get_client(&w.client.resource_id, &w.client.id).await.unwrap().unwrap().disabled);
     assert_eq!(store.get_family(&g.family.id).await.unwrap().unwrap().revoked_at, Some(at));
     let succ = random_secret();
-    let out =
-        store.rotate_refresh_token(&rotation(&g.family.first_token_hash, &succ, &w.client.id, at + 2)).await.unwrap();
+    let out = store
+        .rotate_refresh_token(&rotation(g.family.first_token_hash.as_deref().unwrap(), &succ, &w.client, at + 2))
+        .await
+        .unwrap();
     assert_eq!(out, RotateOutcome::Invalid(Some(RejectReason::FamilyRevoked)));
 
     assert!(!store.set_client_disabled(&w.resource.id, &ClientId::generate(), true, at).await.unwrap());
@@ -300,7 +304,7 @@ pub async fn client_delete_cascades(store: DynStore) {
     assert!(store.get_client(&w.client.resource_id, &w.client.id).await.unwrap().is_none());
     assert!(store.get_consent(&w.user.id, &w.client.id, &w.resource.id).await.unwrap().is_none());
     assert!(store.get_family(&g.family.id).await.unwrap().is_none());
-    assert!(store.get_refresh_token(&g.family.first_token_hash).await.unwrap().is_none());
+    assert!(store.get_refresh_token(g.family.first_token_hash.as_deref().unwrap()).await.unwrap().is_none());
     assert!(store.get_authorization_request(&pending.id).await.unwrap().is_none());
     let redeem = store.redeem_code(&g.code.code_hash, NOW, &|_| Ok(()), None).await.unwrap();
     assert_eq!(redeem, RedeemOutcome::NotFound);
@@ -372,11 +376,21 @@ pub async fn cimd_client_at_two_resources_is_two_clients(store: DynStore) {
     let nf = fixtures::new_family();
     let out = store.redeem_code(&pending[1], at, &|_| Ok(()), Some(&nf)).await.unwrap();
     assert!(matches!(out, RedeemOutcome::Redeemed(ref c) if c.resource_id == *rb), "{out:?}");
-    let out =
-        store.rotate_refresh_token(&rotation(&a.family.first_token_hash, &random_secret(), id, at)).await.unwrap();
+    let out = store
+        .rotate_refresh_token(&rotation(
+            a.family.first_token_hash.as_deref().unwrap(),
+            &random_secret(),
+            &a.world.client,
+            at,
+        ))
+        .await
+        .unwrap();
     assert_eq!(out, RotateOutcome::Invalid(Some(RejectReason::FamilyRevoked)));
     let succ = random_secret();
-    let out = store.rotate_refresh_token(&rotation(&b.family.first_token_hash, &succ, id, at)).await.unwrap();
+    let out = store
+        .rotate_refresh_token(&rotation(b.family.first_token_hash.as_deref().unwrap(), &succ, &b.world.client, at))
+        .await
+        .unwrap();
     assert!(matches!(out, RotateOutcome::Rotated { ref family, .. } if family.resource_id == *rb), "{out:?}");
 
     // Deleting at A removes A's row with its consent, codes and families; B's are untouched.
@@ -570,7 +584,7 @@ pub async fn user_delete_cascades(store: DynStore) {
     assert!(store.get_session_by_token_hash(&s.token_hash).await.unwrap().is_none());
     assert!(store.get_consent(&w.user.id, &w.client.id, &w.resource.id).await.unwrap().is_none());
     assert!(store.get_family(&g.family.id).await.unwrap().is_none());
-    assert!(store.get_refresh_token(&g.family.first_token_hash).await.unwrap().is_none());
+    assert!(store.get_refresh_token(g.family.first_token_hash.as_deref().unwrap()).await.unwrap().is_none());
     let redeem = store.redeem_code(&g.code.code_hash, NOW, &|_| Ok(()), None).await.unwrap();
     assert_eq!(redeem, RedeemOutcome::NotFound);
     assert!(store.get_client(&w.client.resource_id, &w.client.id).await.unwrap().is_some());
@@ -710,7 +724,7 @@ pub async fn redeem_creates_family(store: DynStore) {
     assert_eq!(fam.expires_at, nf.expires_at);
     assert_eq!(fam.revoked_at, None);
 
-    let (tok, tok_fam) = store.get_refresh_token(&nf.first_token_hash).await.unwrap().unwrap();
+    let (tok, tok_fam) = store.get_refresh_token(nf.first_token_hash.as_deref().unwrap()).await.unwrap().unwrap();
     assert_eq!(tok_fam, fam);
     assert_eq!(tok.family_id, nf.id);
     assert_eq!(tok.parent_hash, None);
@@ -744,8 +758,10 @@ pub async fn redeem_replay_revokes_family(store: DynStore) {
     assert_eq!(out, RedeemOutcome::Replayed { revoked_family: Some(g.family.id.clone()) });
     assert_eq!(store.get_family(&g.family.id).await.unwrap().unwrap().revoked_at, Some(at));
     let succ = random_secret();
-    let r =
-        store.rotate_refresh_token(&rotation(&g.family.first_token_hash, &succ, &g.world.client.id, at)).await.unwrap();
+    let r = store
+        .rotate_refresh_token(&rotation(g.family.first_token_hash.as_deref().unwrap(), &succ, &g.world.client, at))
+        .await
+        .unwrap();
     assert_eq!(r, RotateOutcome::Invalid(Some(RejectReason::FamilyRevoked)));
     // Still a replay later, and the first revocation time is kept.
     let out = store.redeem_code(&g.code.code_hash, at + 5, &|_| Ok(()), None).await.unwrap();
@@ -794,7 +810,7 @@ pub async fn rejected_check_leaves_code_redeemable(store: DynStore) {
     // The check saw the stored, unconsumed code.
     assert_eq!(seen.lock().unwrap().clone(), Some(code.clone()));
     assert!(store.get_family(&wrong.id).await.unwrap().is_none());
-    assert!(store.get_refresh_token(&wrong.first_token_hash).await.unwrap().is_none());
+    assert!(store.get_refresh_token(wrong.first_token_hash.as_deref().unwrap()).await.unwrap().is_none());
     assert_eq!(store.get_client(&w.client.resource_id, &w.client.id).await.unwrap().unwrap().last_used_at, None);
 
     let nf = fixtures::new_family();
@@ -859,7 +875,7 @@ pub async fn redeem_refuses_disabled_client(store: DynStore) {
     let RedeemOutcome::Rejected(e) = out else { panic!("{out:?}") };
     assert_eq!(e, OAuthError::invalid_grant("the client is disabled"));
     assert!(store.get_family(&nf.id).await.unwrap().is_none());
-    assert!(store.get_refresh_token(&nf.first_token_hash).await.unwrap().is_none());
+    assert!(store.get_refresh_token(nf.first_token_hash.as_deref().unwrap()).await.unwrap().is_none());
     let client = store.get_client(&w.client.resource_id, &w.client.id).await.unwrap().unwrap();
     assert_eq!(client.last_used_at, None, "a refused redemption does not mark the client used");
 
@@ -947,7 +963,7 @@ pub async fn client_last_used_written_at_most_once_a_minute(store: DynStore) {
         let nf = fixtures::new_family();
         let out = store.redeem_code(&code.code_hash, at, &|_| Ok(()), Some(&nf)).await.unwrap();
         assert!(matches!(out, RedeemOutcome::Redeemed(_)), "{out:?}");
-        nf.first_token_hash
+        nf.first_token_hash.unwrap()
     };
 
     // Unset: the first redemption writes it.
@@ -957,13 +973,13 @@ pub async fn client_last_used_written_at_most_once_a_minute(store: DynStore) {
     // redemption nor a rotation rewrites it.
     redeem(&store, NOW + 1).await;
     let succ = random_secret();
-    let out = store.rotate_refresh_token(&rotation(&token, &succ, &w.client.id, NOW + resolution)).await.unwrap();
+    let out = store.rotate_refresh_token(&rotation(&token, &succ, &w.client, NOW + resolution)).await.unwrap();
     assert!(matches!(out, RotateOutcome::Rotated { .. }), "{out:?}");
     assert_eq!(last_used(&store).await, Some(NOW));
     // Older than that: a rotation writes it …
     let third = random_secret();
     let at = NOW + resolution + 1;
-    let out = store.rotate_refresh_token(&rotation(&succ, &third, &w.client.id, at)).await.unwrap();
+    let out = store.rotate_refresh_token(&rotation(&succ, &third, &w.client, at)).await.unwrap();
     assert!(matches!(out, RotateOutcome::Rotated { .. }), "{out:?}");
     assert_eq!(last_used(&store).await, Some(at));
     // … and so does a redemption.
@@ -980,8 +996,8 @@ pub async fn client_last_used_written_at_most_once_a_minute(store: DynStore) {
 
 pub async fn rotation_stores_successor(store: DynStore) {
     let g = grant(&store).await;
-    let client = &g.world.client.id;
-    let presented = &g.family.first_token_hash;
+    let client = &g.world.client;
+    let presented = g.family.first_token_hash.as_deref().unwrap();
     let succ = random_secret();
     let at = NOW + 100;
 
@@ -994,12 +1010,12 @@ pub async fn rotation_stores_successor(store: DynStore) {
     assert_eq!(old.rotated_at, Some(at));
     let (new, new_fam) = store.get_refresh_token(&succ).await.unwrap().unwrap();
     assert_eq!(new_fam, fam);
-    assert_eq!(new.parent_hash.as_deref(), Some(presented.as_str()));
+    assert_eq!(new.parent_hash.as_deref(), Some(presented));
     assert_eq!(new.family_id, g.family.id);
     assert_eq!(new.created_at, at);
     assert_eq!(new.expires_at, expected_expiry);
     assert_eq!(new.rotated_at, None);
-    assert_eq!(store.get_client(&g.world.resource.id, client).await.unwrap().unwrap().last_used_at, Some(at));
+    assert_eq!(store.get_client(&g.world.resource.id, &client.id).await.unwrap().unwrap().last_used_at, Some(at));
 
     // The successor rotates in turn.
     let third = random_secret();
@@ -1013,8 +1029,8 @@ pub async fn rotation_stores_successor(store: DynStore) {
 
 pub async fn grace_replay_returns_same_successor(store: DynStore) {
     let g = grant(&store).await;
-    let client = &g.world.client.id;
-    let presented = &g.family.first_token_hash;
+    let client = &g.world.client;
+    let presented = g.family.first_token_hash.as_deref().unwrap();
     let succ = random_secret();
     let out = store.rotate_refresh_token(&rotation(presented, &succ, client, NOW)).await.unwrap();
     let RotateOutcome::Rotated { family, successor_expires_at } = out else { panic!("{out:?}") };
@@ -1033,8 +1049,8 @@ pub async fn grace_replay_returns_same_successor(store: DynStore) {
 
 pub async fn reuse_after_grace_revokes_family(store: DynStore) {
     let g = grant(&store).await;
-    let client = &g.world.client.id;
-    let presented = &g.family.first_token_hash;
+    let client = &g.world.client;
+    let presented = g.family.first_token_hash.as_deref().unwrap();
     let succ = random_secret();
     let out = store.rotate_refresh_token(&rotation(presented, &succ, client, NOW)).await.unwrap();
     assert!(matches!(out, RotateOutcome::Rotated { .. }), "{out:?}");
@@ -1050,8 +1066,8 @@ pub async fn reuse_after_grace_revokes_family(store: DynStore) {
 
 pub async fn reuse_after_successor_used_revokes_family(store: DynStore) {
     let g = grant(&store).await;
-    let client = &g.world.client.id;
-    let first = &g.family.first_token_hash;
+    let client = &g.world.client;
+    let first = g.family.first_token_hash.as_deref().unwrap();
     let second = random_secret();
     let third = random_secret();
     store.rotate_refresh_token(&rotation(first, &second, client, NOW)).await.unwrap();
@@ -1071,9 +1087,9 @@ pub async fn concurrent_rotations_rotate_once(store: DynStore) {
     let mut tasks = JoinSet::new();
     for _ in 0..TASKS {
         let store = store.clone();
-        let presented = g.family.first_token_hash.clone();
+        let presented = g.family.first_token_hash.clone().unwrap();
         let succ = succ.clone();
-        let client = g.world.client.id.clone();
+        let client = g.world.client.clone();
         let start = start.clone();
         tasks.spawn(async move {
             start.wait().await;
@@ -1093,7 +1109,7 @@ pub async fn concurrent_rotations_rotate_once(store: DynStore) {
     assert_eq!(replays.len(), TASKS - 1);
     assert!(replays.iter().all(|e| *e == rotated[0]), "every replay returns the same successor");
     let (tok, fam) = store.get_refresh_token(&succ).await.unwrap().unwrap();
-    assert_eq!(tok.parent_hash.as_deref(), Some(g.family.first_token_hash.as_str()));
+    assert_eq!(tok.parent_hash.as_deref(), Some(g.family.first_token_hash.as_deref().unwrap()));
     assert_eq!(fam.revoked_at, None);
     // Never two successors: the family holds exactly its first token and one successor.
     let counts = purge_everything(&store).await;
@@ -1106,10 +1122,34 @@ pub async fn rotation_rechecks_client_user_and_consent(store: DynStore) {
     let other = fixtures::client(&g.world.resource.id);
     store.create_client(&other).await.unwrap();
     let succ = random_secret();
-    let out = store.rotate_refresh_token(&rotation(&g.family.first_token_hash, &succ, &other.id, NOW)).await.unwrap();
+    let out = store
+        .rotate_refresh_token(&rotation(g.family.first_token_hash.as_deref().unwrap(), &succ, &other, NOW))
+        .await
+        .unwrap();
     assert_eq!(out, RotateOutcome::Invalid(Some(RejectReason::WrongClient)));
     assert!(store.get_refresh_token(&succ).await.unwrap().is_none());
     assert_eq!(store.get_family(&g.family.id).await.unwrap().unwrap().revoked_at, None);
+
+    // The same client id presented at another resource (a metadata-document client is a client
+    // of several): refused, nothing changed.
+    let elsewhere = ResourceId::generate();
+    let mut r = rotation(g.family.first_token_hash.as_deref().unwrap(), &succ, &g.world.client, NOW);
+    r.resource_id = &elsewhere;
+    assert_eq!(
+        store.rotate_refresh_token(&r).await.unwrap(),
+        RotateOutcome::Invalid(Some(RejectReason::WrongResource))
+    );
+    // A scope the family was not granted: refused before any write (RFC 6749 §6).
+    let wider = vec!["todo:read".to_owned(), "todo:admin".to_owned()];
+    let mut r = rotation(g.family.first_token_hash.as_deref().unwrap(), &succ, &g.world.client, NOW);
+    r.requested_scopes = Some(&wider);
+    assert_eq!(
+        store.rotate_refresh_token(&r).await.unwrap(),
+        RotateOutcome::Invalid(Some(RejectReason::ScopeNotGranted))
+    );
+    assert!(store.get_refresh_token(&succ).await.unwrap().is_none());
+    let (tok, fam) = store.get_refresh_token(g.family.first_token_hash.as_deref().unwrap()).await.unwrap().unwrap();
+    assert_eq!((tok.rotated_at, fam.revoked_at), (None, None));
 
     // Consent narrowed below the family's scopes: refused without revocation.
     let w = &g.world;
@@ -1118,8 +1158,10 @@ pub async fn rotation_rechecks_client_user_and_consent(store: DynStore) {
     let code = fixtures::code(&w.resource, &w.client, &w.user.id);
     let narrow = fixtures::consent(&w.user.id, &w.client, &["todo:read"]);
     assert!(store.complete_authorization(&req.id, &code, Some(&narrow)).await.unwrap());
-    let out =
-        store.rotate_refresh_token(&rotation(&g.family.first_token_hash, &succ, &w.client.id, NOW)).await.unwrap();
+    let out = store
+        .rotate_refresh_token(&rotation(g.family.first_token_hash.as_deref().unwrap(), &succ, &w.client, NOW))
+        .await
+        .unwrap();
     assert_eq!(out, RotateOutcome::Invalid(Some(RejectReason::ConsentWithdrawn)));
     assert!(store.get_refresh_token(&succ).await.unwrap().is_none());
 
@@ -1136,7 +1178,7 @@ pub async fn rotation_rechecks_client_user_and_consent(store: DynStore) {
         }
         let succ = random_secret();
         let out = store
-            .rotate_refresh_token(&rotation(&g.family.first_token_hash, &succ, &w.client.id, NOW + 1))
+            .rotate_refresh_token(&rotation(g.family.first_token_hash.as_deref().unwrap(), &succ, &w.client, NOW + 1))
             .await
             .unwrap();
         assert!(matches!(out, RotateOutcome::Invalid(Some(_))), "{case}: {out:?}");
@@ -1147,10 +1189,10 @@ pub async fn rotation_rechecks_client_user_and_consent(store: DynStore) {
 pub async fn rotation_idle_and_absolute_expiry(store: DynStore) {
     // Idle expiry of the presented token.
     let g = grant(&store).await;
-    let client = &g.world.client.id;
+    let client = &g.world.client;
     let out = store
         .rotate_refresh_token(&rotation(
-            &g.family.first_token_hash,
+            g.family.first_token_hash.as_deref().unwrap(),
             &random_secret(),
             client,
             g.family.token_expires_at,
@@ -1171,10 +1213,13 @@ pub async fn rotation_idle_and_absolute_expiry(store: DynStore) {
     nf.token_expires_at = NOW + 100;
     store.redeem_code(&code.code_hash, NOW, &|_| Ok(()), Some(&nf)).await.unwrap();
     let succ = random_secret();
-    let out = store.rotate_refresh_token(&rotation(&nf.first_token_hash, &succ, &w.client.id, NOW + 10)).await.unwrap();
+    let out = store
+        .rotate_refresh_token(&rotation(nf.first_token_hash.as_deref().unwrap(), &succ, &w.client, NOW + 10))
+        .await
+        .unwrap();
     let RotateOutcome::Rotated { successor_expires_at, .. } = out else { panic!("{out:?}") };
     assert_eq!(successor_expires_at, NOW + 100);
-    let out = store.rotate_refresh_token(&rotation(&succ, &random_secret(), &w.client.id, NOW + 100)).await.unwrap();
+    let out = store.rotate_refresh_token(&rotation(&succ, &random_secret(), &w.client, NOW + 100)).await.unwrap();
     assert_eq!(out, RotateOutcome::Invalid(Some(RejectReason::FamilyExpired)));
 }
 
@@ -1182,7 +1227,7 @@ pub async fn refresh_lookup_and_revoke_family(store: DynStore) {
     let g = grant(&store).await;
     assert!(store.get_refresh_token("nope").await.unwrap().is_none());
     assert!(store.get_family(&FamilyId::generate()).await.unwrap().is_none());
-    let (tok, fam) = store.get_refresh_token(&g.family.first_token_hash).await.unwrap().unwrap();
+    let (tok, fam) = store.get_refresh_token(g.family.first_token_hash.as_deref().unwrap()).await.unwrap().unwrap();
     assert_eq!(tok.family_id, fam.id);
     assert_eq!(store.get_family(&fam.id).await.unwrap(), Some(fam.clone()));
 
@@ -1359,7 +1404,10 @@ pub async fn purge_removes_only_what_is_expired(store: DynStore) {
     long.token_expires_at = now - 1;
     store.redeem_code(&old_code.code_hash, NOW, &|_| Ok(()), Some(&long)).await.unwrap();
     let succ = random_secret();
-    let out = store.rotate_refresh_token(&rotation(&long.first_token_hash, &succ, &w.client.id, NOW)).await.unwrap();
+    let out = store
+        .rotate_refresh_token(&rotation(long.first_token_hash.as_deref().unwrap(), &succ, &w.client, NOW))
+        .await
+        .unwrap();
     assert!(matches!(out, RotateOutcome::Rotated { .. }));
     let req = fixtures::request(&w.resource, &w.client);
     store.create_authorization_request(&req).await.unwrap();
@@ -1375,7 +1423,10 @@ pub async fn purge_removes_only_what_is_expired(store: DynStore) {
     let kept = fixtures::new_family();
     store.redeem_code(&code.code_hash, NOW, &|_| Ok(()), Some(&kept)).await.unwrap();
     let kept_succ = random_secret();
-    store.rotate_refresh_token(&rotation(&kept.first_token_hash, &kept_succ, &w.client.id, NOW)).await.unwrap();
+    store
+        .rotate_refresh_token(&rotation(kept.first_token_hash.as_deref().unwrap(), &kept_succ, &w.client, NOW))
+        .await
+        .unwrap();
 
     // A family past its absolute expiry goes with all its tokens.
     let req = fixtures::request(&w.resource, &w.client);
@@ -1456,14 +1507,16 @@ pub async fn purge_removes_only_what_is_expired(store: DynStore) {
     // The expired code's family survives it (families end on their own schedule); of its
     // tokens only the one past its own expiry is gone.
     assert!(store.get_family(&long.id).await.unwrap().is_some());
-    assert!(store.get_refresh_token(&long.first_token_hash).await.unwrap().is_none());
+    assert!(store.get_refresh_token(long.first_token_hash.as_deref().unwrap()).await.unwrap().is_none());
     assert!(store.get_refresh_token(&succ).await.unwrap().is_some());
     // The rotated-but-unexpired token is still there, so its reuse is still detected.
-    let reuse =
-        store.rotate_refresh_token(&rotation(&kept.first_token_hash, &kept_succ, &w.client.id, now)).await.unwrap();
+    let reuse = store
+        .rotate_refresh_token(&rotation(kept.first_token_hash.as_deref().unwrap(), &kept_succ, &w.client, now))
+        .await
+        .unwrap();
     assert_eq!(reuse, RotateOutcome::Reused { family_id: kept.id.clone() });
     assert!(store.get_family(&short.id).await.unwrap().is_none());
-    assert!(store.get_refresh_token(&short.first_token_hash).await.unwrap().is_none());
+    assert!(store.get_refresh_token(short.first_token_hash.as_deref().unwrap()).await.unwrap().is_none());
 
     assert!(store.get_session_by_token_hash(&s_abs.token_hash).await.unwrap().is_none());
     assert!(store.get_session_by_token_hash(&s_idle.token_hash).await.unwrap().is_none());

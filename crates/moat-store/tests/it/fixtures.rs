@@ -155,7 +155,7 @@ pub fn consent(user: &UserId, client: &Client, scopes: &[&str]) -> Consent {
 pub fn new_family() -> NewFamily {
     NewFamily {
         id: FamilyId::generate(),
-        first_token_hash: random_secret(),
+        first_token_hash: Some(random_secret()),
         expires_at: NOW + 30 * 86_400,
         token_expires_at: NOW + 7 * 86_400,
     }

@@ -271,16 +271,18 @@ async fn two_instances_rotate_a_token_once() {
     let mut tasks = JoinSet::new();
     for i in 0..RACERS {
         let store = if i % 2 == 0 { a.clone() } else { b.clone() };
-        let presented = g.family.first_token_hash.clone();
+        let presented = g.family.first_token_hash.clone().unwrap();
         let successor = successor.clone();
-        let client = g.world.client.id.clone();
+        let client = g.world.client.clone();
         let start = start.clone();
         tasks.spawn(async move {
             start.wait().await;
             let rotation = Rotation {
                 presented_hash: &presented,
                 successor_hash: &successor,
-                client_id: &client,
+                client_id: &client.id,
+                resource_id: &client.resource_id,
+                requested_scopes: None,
                 now: NOW,
                 grace_seconds: 60,
                 idle_ttl: 86_400,
@@ -305,11 +307,15 @@ async fn two_instances_rotate_a_token_once() {
     assert_eq!(rotated[0].0, g.family.id);
 
     let children = "SELECT count(*) FROM refresh_tokens WHERE parent_hash = $1";
-    assert_eq!(schema.count(children, &[&g.family.first_token_hash]).await, 1, "exactly one successor row");
+    assert_eq!(
+        schema.count(children, &[g.family.first_token_hash.as_deref().unwrap()]).await,
+        1,
+        "exactly one successor row"
+    );
     assert_eq!(schema.count("SELECT count(*) FROM refresh_tokens", &[]).await, 2);
     assert_eq!(schema.count("SELECT count(*) FROM refresh_families", &[]).await, 1, "never a second family");
     let (tok, fam) = b.get_refresh_token(&successor).await.unwrap().unwrap();
-    assert_eq!(tok.parent_hash.as_deref(), Some(g.family.first_token_hash.as_str()));
+    assert_eq!(tok.parent_hash.as_deref(), Some(g.family.first_token_hash.as_deref().unwrap()));
     assert_eq!(fam.revoked_at, None);
 }
 
@@ -343,7 +349,7 @@ async fn revocations_racing_rotations_leave_nothing_refreshable() {
     const GRANTS: usize = 12;
     let Some((a, b, schema)) = two_instances().await else { return };
     let w = fixtures::world(&a).await;
-    let client = w.client.id.clone();
+    let client = w.client.clone();
     let mut grants = Vec::new();
     for _ in 0..GRANTS {
         let w = fixtures::World { resource: w.resource.clone(), client: w.client.clone(), user: w.user.clone() };
@@ -355,14 +361,16 @@ async fn revocations_racing_rotations_leave_nothing_refreshable() {
         let mut tasks = JoinSet::new();
         for (i, fam) in grants.iter().enumerate() {
             let store = if i % 2 == 0 { a.clone() } else { b.clone() };
-            let (presented, client, start) = (fam.first_token_hash.clone(), client.clone(), start.clone());
+            let (presented, client, start) = (fam.first_token_hash.clone().unwrap(), client.clone(), start.clone());
             tasks.spawn(async move {
                 start.wait().await;
                 let successor = random_secret();
                 let rotation = Rotation {
                     presented_hash: &presented,
                     successor_hash: &successor,
-                    client_id: &client,
+                    client_id: &client.id,
+                    resource_id: &client.resource_id,
+                    requested_scopes: None,
                     now: NOW + 1,
                     grace_seconds: 60,
                     idle_ttl: 86_400,
@@ -371,7 +379,7 @@ async fn revocations_racing_rotations_leave_nothing_refreshable() {
             });
         }
         let revoker = b.clone();
-        let id = client.clone();
+        let id = client.id.clone();
         start.wait().await;
         match revoke {
             "disable" => assert!(revoker.set_client_disabled(&w.resource.id, &id, true, NOW + 1).await.unwrap()),

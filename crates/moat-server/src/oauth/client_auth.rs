@@ -58,7 +58,9 @@ fn presented(headers: &HeaderMap, params: &Params) -> Result<Presented, OAuthJso
         return Ok(Presented { client_id: iss, secret: None, assertion: Some(jwt), via_header: false });
     }
     if let Some(auth) = auth {
-        let Some(b64) = auth.strip_prefix("Basic ").or_else(|| auth.strip_prefix("basic ")) else {
+        // RFC 7235 §2.1: the auth-scheme is case-insensitive.
+        let basic = auth.split_once(' ').filter(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"));
+        let Some((_, b64)) = basic else {
             return Err(OAuthJsonError::new(OAuthError::invalid_client("unsupported Authorization scheme"))
                 .with_challenge(BASIC_CHALLENGE));
         };

@@ -3,13 +3,16 @@
 //! Revoking a refresh token revokes its whole family (and, through the `jti` prefix, the access
 //! tokens it produced as far as introspection is concerned). Revoking an access token puts its
 //! `jti` on the revocation list until it would have expired. Public clients may revoke their own
-//! tokens by `client_id`. Unknown tokens, and tokens of other clients, get `200` with nothing
-//! done (RFC 7009 §2.2), so the endpoint reveals nothing about other clients' tokens.
+//! tokens by `client_id`. Unknown and invalid tokens get `200` with nothing done (RFC 7009
+//! §2.2); a valid token issued to another client is refused with `400 unauthorized_client`
+//! (RFC 7009 §2.1: the server verifies the token was issued to the requesting client and informs
+//! it when not). That tells the caller only what holding the token already tells it.
 
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use moat_core::OAuthError;
 use moat_core::model::AuditEvent;
 use serde_json::{Value, json};
 
@@ -67,6 +70,9 @@ async fn handle(
                 ev.detail = json!({ "token_type": "access_token", "jti": jti });
                 state.audit.record(ev).await;
             }
+        }
+        Found::Refresh(..) | Found::Access(_) => {
+            return Err(OAuthError::unauthorized_client("the token was not issued to this client").into());
         }
         _ => {}
     }

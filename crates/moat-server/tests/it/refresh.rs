@@ -317,10 +317,11 @@ async fn revocation_and_introspection_are_scoped_to_the_client_and_resource() {
     let tokens = code_flow(&app, &r, c.id.as_str(), CB, EMAIL, &[]).await;
     let (rt, at) = (rt_of(&tokens), tokens["access_token"].as_str().unwrap().to_owned());
     let revoke = format!("{}/oauth/revoke", app.issuer(&r));
-    // Another client's revocation succeeds (RFC 7009 §2.2) but does nothing.
+    // Another client's revocation is refused (RFC 7009 §2.1) and does nothing.
     for token in [&rt, &at] {
-        let (status, _) = app.post_form(&revoke, &[("token", token), ("client_id", other.id.as_str())], None).await;
-        assert_eq!(status, 200);
+        let (status, body) = app.post_form(&revoke, &[("token", token), ("client_id", other.id.as_str())], None).await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["error"], "unauthorized_client", "{body}");
     }
     let introspect = format!("{}/oauth/introspect", app.issuer(&r));
     let (_, body) = app.post_form(&introspect, &[("token", &at)], Some((rs.id.as_str(), &rs_secret))).await;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -118,12 +119,29 @@ impl Metrics {
     }
 }
 
+/// The `method` label of a request. Clients choose the method freely (`curl -X ANYTHING`), and
+/// every distinct label value is a series kept for the life of the process, so anything but
+/// the standard methods Moat's routes could serve is folded into `other` to bound memory and
+/// scrape size.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
 /// Middleware recording every request's route, status and latency.
 pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let route =
         req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "unmatched".to_owned());
-    let method = req.method().as_str().to_owned();
+    let method = method_label(req.method()).to_owned();
     let resp = next.run(req).await;
     metrics.requests.get_or_create(&RouteLabels { route: route.clone(), method, status: resp.status().as_u16() }).inc();
     metrics.latency.get_or_create(&RouteOnly { route }).observe(started.elapsed().as_secs_f64());
@@ -137,4 +155,44 @@ pub async fn handler(State(metrics): State<Arc<Metrics>>) -> Response {
         metrics.render(),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::Router;
+    use axum::body::Body;
+    use axum::routing::any;
+    use tower::ServiceExt as _;
+
+    use super::*;
+
+    #[test]
+    fn method_labels_are_bounded() {
+        for m in ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"] {
+            assert_eq!(method_label(&Method::from_bytes(m.as_bytes()).unwrap()), m);
+        }
+        for m in ["RANDOM1", "CONNECT", "TRACE", "get", "PROPFIND"] {
+            assert_eq!(method_label(&Method::from_bytes(m.as_bytes()).unwrap()), "other", "{m}");
+        }
+    }
+
+    #[tokio::test]
+    async fn arbitrary_methods_do_not_create_series() {
+        let metrics = Arc::new(Metrics::new());
+        let app = Router::new()
+            .route("/login", any(|| async { "ok" }))
+            .layer(axum::middleware::from_fn_with_state(Arc::clone(&metrics), track));
+        for m in ["RANDOM1", "RANDOM2", "POST"] {
+            let req = axum::http::Request::builder()
+                .method(Method::from_bytes(m.as_bytes()).unwrap())
+                .uri("/login")
+                .body(Body::empty())
+                .unwrap();
+            app.clone().oneshot(req).await.unwrap();
+        }
+        let out = metrics.render();
+        assert!(!out.contains("RANDOM"), "{out}");
+        assert!(out.contains(r#"method="other""#), "{out}");
+        assert!(out.contains(r#"method="POST""#), "{out}");
+    }
 }

@@ -88,7 +88,21 @@ pub async fn submit(State(state): State<AppState>, request: Request) -> Response
     let ip_key = format!("ip|{}", ip.as_deref().unwrap_or("unknown"));
     let shown_email = if email.len() <= 320 { email.as_str() } else { "" };
 
-    if !state.login_by_account.allowed(&account_key, now) || !state.login_by_ip.allowed(&ip_key, now) {
+    // Every attempt reserves its place in both budgets before the password is verified, each
+    // check-and-record done under its limiter's lock: checking first and recording only after
+    // the (slow) argon2 verification let every request that arrived before the first recorded
+    // failure through. Attempts over budget are refused here, without running argon2. A
+    // reservation stands unless the attempt turns out not to count (success, or a store error
+    // before verifying); in particular it is not given back if the client goes away mid-way,
+    // as that would let a client that disconnects early run argon2 without limit.
+    let ip_reserved = state.login_by_ip.try_acquire(&ip_key, now);
+    let reserved = ip_reserved && state.login_by_account.try_acquire(&account_key, now);
+    if !reserved {
+        // An attempt refused for the account was never made, so it spends no per-address
+        // budget (as before: only verified failures count).
+        if ip_reserved {
+            state.login_by_ip.release(&ip_key, now);
+        }
         state.metrics.login("throttled");
         let mut ev = AuditEvent::new("login.throttled", now);
         ev.ip = ip.clone();
@@ -110,7 +124,12 @@ pub async fn submit(State(state): State<AppState>, request: Request) -> Response
     } else {
         match state.store.get_user_by_email(&email).await {
             Ok(u) => u,
-            Err(e) => return internal_error(&state, "loading a user", e),
+            Err(e) => {
+                // Nothing was verified: the attempt does not count against either budget.
+                state.login_by_account.release(&account_key, now);
+                state.login_by_ip.release(&ip_key, now);
+                return internal_error(&state, "loading a user", e);
+            }
         }
     };
     // Unknown accounts and accounts without a password verify against a dummy hash, so a
@@ -120,8 +139,7 @@ pub async fn submit(State(state): State<AppState>, request: Request) -> Response
     let user = match user {
         Some(u) if verified && u.password_hash.is_some() && !u.disabled => u,
         _ => {
-            state.login_by_account.record(&account_key, now);
-            state.login_by_ip.record(&ip_key, now);
+            // The reservations made above stand as this failure's record.
             state.metrics.login("failed");
             let mut ev = AuditEvent::new("login.failed", now);
             ev.ip = ip;
@@ -138,7 +156,11 @@ pub async fn submit(State(state): State<AppState>, request: Request) -> Response
             );
         }
     };
+    // A success clears the account's failures and gives back this attempt's per-address
+    // reservation: that budget counts failures only, so many people signing in from one
+    // address (a shared NAT) are not throttled.
     state.login_by_account.reset(&account_key);
+    state.login_by_ip.release(&ip_key, now);
 
     // A fresh session on every login; the previous one (if any) ends.
     let cookie_name = state.cookie_name(SESSION_COOKIE);

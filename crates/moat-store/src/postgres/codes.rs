@@ -141,7 +141,7 @@ async fn redeem_in(
         .fetch_optional(&mut *tx)
         .await
         .map_err(fail("check user status"))?;
-    if !user_active.is_some_and(|d| d == 0) {
+    if user_active.is_none_or(|d| d != 0) {
         return Ok(RedeemOutcome::Rejected(crate::user_disabled()));
     }
 

@@ -9,9 +9,10 @@
 //!
 //! For each request the layer: lets CORS preflights (`OPTIONS`, which never carry credentials
 //! per the Fetch standard) through; refuses a token in the query string; validates the bearer
-//! token; when the scope policy has per-tool or per-method entries, buffers the body (with a
-//! limit), reads the JSON-RPC `method` and `params.name`, and rebuilds the request with the same
-//! bytes; checks the scopes; puts [`Claims`] into the request extensions; strips the
+//! token; when the scope policy has per-tool or per-method entries, buffers the `POST` body (with
+//! a limit), reads the JSON-RPC `method` and `params.name` (a body that is not a JSON-RPC message
+//! or batch gets `400`: fail closed), and rebuilds the request with the same bytes; checks the
+//! scopes; puts [`Claims`] into the request extensions; strips the
 //! `Authorization` header; and calls the MCP service.
 
 use std::future::Future;
@@ -23,7 +24,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use http::{HeaderValue, Method, Request, StatusCode, header};
 use http_body_util::BodyExt as _;
-use serde_json::Value;
 
 use crate::claims::Claims;
 use crate::guard::{Guard, Rejection};
@@ -161,8 +161,9 @@ impl Guard {
         let (mut parts, body) = request.into_parts();
         let body = if self.needs_body() && parts.method == Method::POST {
             let bytes = read_limited(body, self.config().max_body_bytes).await?;
-            let parsed: Option<Value> = serde_json::from_slice(&bytes).ok();
-            self.check_scopes(&claims, parsed.as_ref())?;
+            // Fails closed: a body that is not a JSON-RPC message or batch gets 400 here and
+            // never reaches the MCP service (it cannot be told which tool it would call).
+            self.check_body_scopes(&claims, &bytes)?;
             Body::from(bytes)
         } else {
             self.check_scopes(&claims, None)?;

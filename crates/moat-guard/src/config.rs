@@ -30,6 +30,8 @@ pub struct ValidatorConfig {
     /// `Cache-Control: max-age`.
     pub jwks_ttl: Duration,
     /// Lower bound applied to the key set's `max-age` (also used for `no-cache`/`no-store`).
+    /// Whatever its value, a stale set is refetched at most once a second (or once per
+    /// `jwks_refetch_interval`, if that is shorter), so 0 cannot disable the refetch limit.
     pub jwks_min_ttl: Duration,
     /// Upper bound applied to the key set's `max-age`.
     pub jwks_max_ttl: Duration,

@@ -134,7 +134,8 @@ pub enum Rejection {
     KeysUnavailable,
     /// The body is larger than the buffering limit (`413`).
     PayloadTooLarge,
-    /// The body could not be read (`400`).
+    /// The body could not be read, or the scope policy must read it and it is not a JSON-RPC
+    /// message or batch (`400`).
     BadRequest(&'static str),
 }
 
@@ -308,8 +309,29 @@ impl Guard {
         self.inner.config.policy.needs_body()
     }
 
-    /// Checks the scopes a request (with JSON-RPC `body`, if parsed) needs against `claims`.
+    /// Checks the scopes a request needs against `claims`, for a `POST` whose raw JSON-RPC body
+    /// is `body` (read it only when [`Guard::needs_body`]).
+    ///
+    /// Fails closed: a body that is not JSON, or JSON but not a JSON-RPC message or batch
+    /// (JSON-RPC 2.0 §4, §6), is refused with [`Rejection::BadRequest`] (`400`) whatever the
+    /// token holds — which tool it would call cannot be known, so it must not reach the server
+    /// with only the base scopes checked.
+    pub fn check_body_scopes(&self, claims: &Claims, body: &[u8]) -> Result<(), Rejection> {
+        let parsed: Value = serde_json::from_slice(body)
+            .map_err(|_| Rejection::BadRequest("request body is not JSON, so its required scopes cannot be decided"))?;
+        self.check_scopes(claims, Some(&parsed))
+    }
+
+    /// Checks the scopes a request needs against `claims`. `body` is the parsed JSON-RPC body,
+    /// or `None` for a request without one (e.g. the `GET` of the SSE stream); a `body` that is
+    /// not a JSON-RPC message or batch is refused with [`Rejection::BadRequest`] (fail closed,
+    /// see [`Guard::check_body_scopes`]).
     pub fn check_scopes(&self, claims: &Claims, body: Option<&Value>) -> Result<(), Rejection> {
+        if body.is_some_and(|b| crate::policy::json_rpc_messages(b).is_none()) {
+            return Err(Rejection::BadRequest(
+                "request body is not a JSON-RPC message or batch, so its required scopes cannot be decided",
+            ));
+        }
         let needed = self.inner.config.policy.needed_for(body);
         let needed: Vec<String> = needed.into_iter().collect();
         match claims.require_scopes(&needed) {

@@ -84,11 +84,19 @@ fn b64(segment: &str, what: &'static str) -> Result<Vec<u8>, ValidationError> {
 }
 
 /// True when `typ` names the `application/at+jwt` media type (RFC 9068 §4; RFC 7515 §4.1.9 lets
-/// the `application/` prefix be omitted; media types compare case-insensitively).
+/// the `application/` prefix be omitted; media types compare case-insensitively, RFC 6838 §4.2).
+///
+/// Compared as bytes: `typ` is attacker-controlled, and slicing the `str` at byte 12 would panic
+/// when that byte falls inside a multibyte character (e.g. `aaaaaaaaaaa€`). A non-ASCII byte
+/// never equals an ASCII one, so the byte comparison gives the same answer for every valid name.
 fn is_at_jwt(typ: &str) -> bool {
-    let t = typ.trim();
-    let t = if t.len() > 12 && t[..12].eq_ignore_ascii_case("application/") { &t[12..] } else { t };
-    t.eq_ignore_ascii_case("at+jwt")
+    const PREFIX: &[u8] = b"application/";
+    let t = typ.trim().as_bytes();
+    let t = match t.split_at_checked(PREFIX.len()) {
+        Some((prefix, rest)) if prefix.eq_ignore_ascii_case(PREFIX) => rest,
+        _ => t,
+    };
+    t.eq_ignore_ascii_case(b"at+jwt")
 }
 
 /// Splits and decodes a compact JWS and checks its header against the allowed algorithms.
@@ -136,6 +144,7 @@ pub(crate) fn parse<'a>(token: &'a str, max_len: usize, allowed: &[Algorithm]) -
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn enc(v: &str) -> String {
         URL_SAFE_NO_PAD.encode(v)
@@ -154,6 +163,59 @@ mod tests {
         assert!(!is_at_jwt("JWT"));
         assert!(!is_at_jwt("application/jwt"));
         assert!(!is_at_jwt("xapplication/at+jwt"));
+        // Byte 12 falls inside a multibyte character: must be a plain "no", not a panic from
+        // slicing a str off a char boundary (the header is attacker-controlled).
+        assert!(!is_at_jwt("aaaaaaaaaaa€"));
+        assert!(!is_at_jwt("aaaaaaaaaaa€at+jwt"));
+        assert!(!is_at_jwt("applicationé/at+jwt"));
+        assert!(!is_at_jwt("€€€€€€€€"));
+        // Found by the proptest below: byte 12 inside a four-byte character.
+        assert!(!is_at_jwt("🩰AAAAa\u{119da}at+jwt"));
+    }
+
+    #[test]
+    fn hostile_typ_is_refused_not_a_panic() {
+        let all = Algorithm::defaults();
+        let t = token(r#"{"alg":"ES256","typ":"aaaaaaaaaaa€","kid":"k"}"#);
+        assert_eq!(parse(&t, 8192, &all).err(), Some(ValidationError::WrongType));
+    }
+
+    /// Header strings: anything, plus near-misses of the values the checks look for, so that
+    /// generated headers get past the `alg` check and reach `typ` and `kid`.
+    fn header_value(interesting: &'static [&'static str]) -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<String>(),
+            proptest::sample::select(interesting).prop_map(str::to_owned),
+            (proptest::sample::select(interesting), any::<String>()).prop_map(|(a, b)| format!("{a}{b}")),
+            (any::<String>(), proptest::sample::select(interesting)).prop_map(|(a, b)| format!("{a}{b}")),
+        ]
+    }
+
+    proptest! {
+        /// RFC 7515 §4: header parameters are attacker-controlled JSON strings; parsing must
+        /// answer Ok or Err for every one of them, never panic.
+        #[test]
+        fn arbitrary_header_values_never_panic(
+            alg in header_value(&["ES256", "EdDSA", "RS256", "none", "HS256"]),
+            typ in header_value(&["at+jwt", "application/at+jwt", "APPLICATION/", "aaaaaaaaaaa€", "€"]),
+            kid in header_value(&["k1", ""]),
+        ) {
+            let header = serde_json::json!({"alg": alg, "typ": typ, "kid": kid}).to_string();
+            if let Ok(jws) = parse(&token(&header), 64 * 1024, &Algorithm::defaults()) {
+                prop_assert!(is_at_jwt(&typ));
+                prop_assert_eq!(jws.kid, kid);
+            }
+        }
+
+        /// Arbitrary token text (any Unicode, and strings over the JWS alphabet) never panics.
+        #[test]
+        fn arbitrary_tokens_never_panic(
+            text in prop_oneof![any::<String>(), "[A-Za-z0-9_.=-]{0,300}"],
+            max in 0usize..512,
+        ) {
+            let _ = parse(&text, max, &Algorithm::defaults());
+            let _ = parse(&text, 8192, &[Algorithm::Es256]);
+        }
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //!   its own task, so a cancelled request does not abort it for the others.
 //! - **Rate-limited**: an unknown `kid` triggers a fetch only when the last attempt is at least
 //!   `jwks_refetch_interval` old, or when the cached set is stale and the last fetch succeeded
-//!   (at most once per `jwks_min_ttl`). A flood of random `kid`s cannot hammer Moat.
+//!   (at most once per `jwks_min_ttl`, and at most once a second even when `jwks_min_ttl` is 0
+//!   and the issuer sends `no-store`). A flood of random `kid`s cannot hammer Moat.
 //! - **Stale keys keep serving**: a failed fetch never discards the last good set; a known `kid`
 //!   in a stale set is used at once while a background refresh runs.
 //! - **Rotation-safe**: Moat publishes a new key before signing with it, for longer than the
@@ -22,6 +23,10 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::jwk::{KeyEntry, KeySet};
+
+/// Least time between two fetches of a stale key set, whatever `jwks_min_ttl` and the issuer's
+/// `Cache-Control` say (unless `jwks_refetch_interval` is shorter still).
+const MIN_STALE_REFETCH_SPACING: Duration = Duration::from_secs(1);
 
 /// Settings shared by all key sources of a validator.
 #[derive(Debug, Clone)]
@@ -190,7 +195,15 @@ impl KeySource {
             self.settings.refetch_interval
         };
         if let Some(last) = meta.last_attempt {
-            let allowed = (stale && meta.last_ok) || now.duration_since(last) >= interval;
+            // A stale set may be refetched before `interval` is over (rotation: a pre-published
+            // key is found at once), but never sooner than `jwks_min_ttl`, and never sooner than
+            // MIN_STALE_REFETCH_SPACING: with `jwks_min_ttl` 0 and an issuer answering
+            // `no-store` or `max-age=0` (RFC 9111 §5.2.2.5, §5.2.2.1) the set is stale the moment
+            // it arrives, and without this floor a flood of random `kid`s would cause
+            // back-to-back fetches.
+            let stale_spacing = interval.min(self.settings.min_ttl.max(MIN_STALE_REFETCH_SPACING));
+            let elapsed = now.duration_since(last);
+            let allowed = (stale && meta.last_ok && elapsed >= stale_spacing) || elapsed >= interval;
             if !allowed {
                 return;
             }

@@ -1,6 +1,7 @@
 //! [`ScopePolicy`]: which scopes an MCP request needs. A base set applies to every request;
 //! `tools/call` requests add the scopes of the called tool (read from the JSON-RPC body), other
-//! JSON-RPC methods may add their own. For a JSON-RPC batch the union is required.
+//! JSON-RPC methods may add their own. For a JSON-RPC batch the union is required. A body that
+//! is not a JSON-RPC message or batch fails closed (every scope; the guard answers it `400`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -98,13 +99,18 @@ impl ScopePolicy {
         }
     }
 
-    /// Scopes needed by a request whose body parsed as `body` (`None`: no or non-JSON body).
+    /// Scopes needed by a request whose body parsed as `body`. `None` means the request has no
+    /// JSON-RPC body to read (e.g. the `GET` opening the SSE stream): the base set.
+    ///
+    /// A body that is JSON but not a JSON-RPC message or a non-empty batch of them fails
+    /// closed: it needs every scope the policy names, since nothing says which tool the server
+    /// will make of it. The guard refuses such bodies with `400` before asking.
     pub fn needed_for(&self, body: Option<&Value>) -> BTreeSet<String> {
         let mut needed = self.base.clone();
-        let messages: Vec<&Value> = match body {
-            Some(Value::Array(items)) => items.iter().collect(),
-            Some(v @ Value::Object(_)) => vec![v],
-            _ => Vec::new(),
+        let messages = match body.map(json_rpc_messages) {
+            None => Vec::new(),
+            Some(Some(messages)) => messages,
+            Some(None) => return self.all_scopes(),
         };
         for message in messages {
             let Some(method) = message.get("method").and_then(Value::as_str) else {
@@ -126,6 +132,19 @@ impl ScopePolicy {
             }
         }
         needed
+    }
+}
+
+/// The messages of a JSON-RPC request body: one message object (a request, notification or
+/// response, JSON-RPC 2.0 §4, §5), or a non-empty batch (array) of them (§6). `None` for anything
+/// else — a string, number or `null`, an empty batch, a batch holding non-objects — which a
+/// JSON-RPC server answers only with `Invalid Request` errors (§6, examples in §7), and from
+/// which no scope decision can be made.
+pub(crate) fn json_rpc_messages(body: &Value) -> Option<Vec<&Value>> {
+    match body {
+        Value::Object(_) => Some(vec![body]),
+        Value::Array(items) if !items.is_empty() && items.iter().all(Value::is_object) => Some(items.iter().collect()),
+        _ => None,
     }
 }
 
@@ -161,6 +180,19 @@ mod tests {
         assert_eq!(strict.needed_for(Some(&call("nope"))), set(&["admin", "todo:read"]));
         assert!(strict.needs_body());
         assert!(!ScopePolicy::new().require(["x"]).needs_body());
+    }
+
+    #[test]
+    fn body_that_is_not_json_rpc_needs_every_scope() {
+        let p = policy();
+        let all = set(&["files:read", "todo:read", "todo:write"]);
+        for body in [json!("tools/call"), json!(null), json!(42), json!([]), json!([1]), json!([{"method":"ping"}, 1])]
+        {
+            assert_eq!(p.needed_for(Some(&body)), all, "{body}");
+            assert!(json_rpc_messages(&body).is_none(), "{body}");
+        }
+        // A client's response to a server request (no method) is JSON-RPC: base set only.
+        assert_eq!(p.needed_for(Some(&json!({"jsonrpc":"2.0","id":1,"result":{}}))), set(&["todo:read"]));
     }
 
     #[test]

@@ -60,6 +60,47 @@ async fn flood_of_random_kids_is_bounded() {
     assert_eq!(e.authority.key_fetches(), 1);
 }
 
+#[tokio::test]
+async fn zero_min_ttl_and_no_store_cannot_disable_the_refetch_limit() {
+    // An authority that forbids caching (RFC 9111 §5.2.2.5 no-store, or max-age=0) and a
+    // validator that lets it (jwks_min_ttl 0): the cached set is stale the moment it arrives.
+    // The stale-set refetch must still be spaced (at most one a second), or a flood of random
+    // kids turns into back-to-back key-set fetches.
+    for cache_control in ["no-store", "max-age=0"] {
+        let e = env().await;
+        e.authority.set_cache_control(Some(cache_control));
+        let v = Validator::new(config(&e.authority).with_jwks_ttl(
+            Duration::from_secs(300),
+            Duration::ZERO,
+            Duration::from_secs(3600),
+        ))
+        .unwrap();
+        let signer = TestKey::es256("x").unwrap();
+        let start = std::time::Instant::now();
+        let mut waves = 0;
+        while start.elapsed() < Duration::from_millis(1200) {
+            let tokens: Vec<String> = (0..20)
+                .map(|_| {
+                    e.authority.token(&signer, SERVER).header("kid", serde_json::json!(random_kid())).sign().unwrap()
+                })
+                .collect();
+            let results = futures_join(&v, &tokens).await;
+            assert!(results.iter().all(|r| matches!(r, Err(ValidationError::UnknownKey { .. }))), "{results:?}");
+            waves += 1;
+        }
+        let elapsed = start.elapsed();
+        let fetches = e.authority.key_fetches();
+        // One fetch at the start, then at most one per elapsed second.
+        assert!(
+            fetches <= elapsed.as_secs() + 1,
+            "{cache_control}: {fetches} fetches for {waves} waves in {elapsed:?}"
+        );
+        assert!(waves >= 2, "{cache_control}: the flood did not run ({waves} waves)");
+        // The genuine key still validates (from the stale set, at once).
+        assert!(v.validate(&e.authority.token(&e.key, SERVER).sign().unwrap()).await.is_ok());
+    }
+}
+
 async fn futures_join(v: &Validator, tokens: &[String]) -> Vec<Result<moat_guard::Claims, ValidationError>> {
     let mut set = tokio::task::JoinSet::new();
     for t in tokens {

@@ -1,6 +1,8 @@
 //! The axum layer over real HTTP: protected resource metadata, exact 401/403 challenges,
 //! per-tool scopes from the JSON-RPC body, query-string tokens, claims in extensions.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -18,6 +20,8 @@ struct App {
     base: String,
     http: reqwest::Client,
     e: crate::support::Env,
+    /// Requests that reached the protected handler.
+    hits: Arc<AtomicU64>,
 }
 
 /// What the protected handler saw.
@@ -46,7 +50,18 @@ async fn spawn(max_body: usize) -> App {
             .with_max_body_bytes(max_body),
     )
     .unwrap();
-    let app = Router::new().route("/mcp", post(echo).get(echo)).layer(guard.layer()).merge(guard.metadata_router());
+    let hits = Arc::new(AtomicU64::new(0));
+    let counted = {
+        let hits = hits.clone();
+        move |caller: AuthenticatedCaller, headers: HeaderMap, body: Bytes| {
+            hits.fetch_add(1, Ordering::SeqCst);
+            echo(caller, headers, body)
+        }
+    };
+    let app = Router::new()
+        .route("/mcp", post(counted.clone()).get(counted))
+        .layer(guard.layer())
+        .merge(guard.metadata_router());
     tokio::spawn(async move {
         axum::serve(listener, app).await.unwrap();
     });
@@ -55,6 +70,7 @@ async fn spawn(max_body: usize) -> App {
         url,
         http: reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap(),
         e,
+        hits,
     }
 }
 
@@ -250,4 +266,56 @@ async fn body_limit_and_unavailable_keys() {
     assert_eq!(r.status(), 503);
     assert!(r.headers().get("www-authenticate").is_none());
     assert_eq!(r.headers()["retry-after"], "5");
+}
+
+#[tokio::test]
+async fn body_the_policy_cannot_read_fails_closed_with_400() {
+    let app = spawn(1 << 20).await;
+    // Read-only: before the fix, any of these bodies reached the handler with only the base
+    // scopes checked, whatever tool the server would make of it.
+    let read = app.token("todo:read");
+    let bodies = [
+        // Truncated JSON naming a tool the token may not call.
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add_todo""#,
+        "not json",
+        "",
+        // A byte-order mark is not JSON (RFC 8259 section 8.1).
+        "\u{feff}{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"add_todo\"}}",
+        // JSON, but neither a JSON-RPC message nor a batch of them (JSON-RPC 2.0 sections 4, 6).
+        r#""tools/call""#,
+        "null",
+        "42",
+        "[]",
+        "[1]",
+        r#"[1, {"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"list_todos"}}]"#,
+    ];
+    for body in bodies {
+        let r = app
+            .http
+            .post(&app.url)
+            .bearer_auth(&read)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{body:?}");
+        assert!(r.headers().get("www-authenticate").is_none(), "{body:?}");
+        assert_eq!(r.headers()["content-type"], "application/json");
+        let json: Value = r.json().await.unwrap();
+        assert_eq!(json["error"], "invalid_request", "{body:?}");
+        assert!(json["error_description"].as_str().is_some_and(|d| !d.is_empty()), "{json}");
+    }
+    assert_eq!(app.hits.load(Ordering::SeqCst), 0, "a malformed body reached the MCP service");
+
+    // Valid JSON-RPC, single and batch, behaves as before.
+    assert_eq!(app.post(Some(&read), &call("list_todos")).await.status(), 200);
+    assert_eq!(app.post(Some(&read), &json!([call("list_todos"), call("list_todos")])).await.status(), 200);
+    assert_eq!(app.post(Some(&read), &call("add_todo")).await.status(), 403);
+    // A client's JSON-RPC response (no method) needs only the base scopes.
+    assert_eq!(app.post(Some(&read), &json!({"jsonrpc":"2.0","id":7,"result":{}})).await.status(), 200);
+    // No body to read on GET (the SSE stream): base scopes only.
+    let r = app.http.get(&app.url).bearer_auth(&read).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(app.hits.load(Ordering::SeqCst), 4);
 }

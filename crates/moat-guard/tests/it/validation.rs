@@ -3,6 +3,8 @@
 use aws_lc_rs::hmac;
 use moat_guard::testing::{TestAuthority, TestKey, now};
 use moat_guard::{Algorithm, ValidationError, Validator, ValidatorConfig};
+use proptest::prelude::*;
+use proptest::test_runner::TestRunner;
 use serde_json::json;
 
 use crate::support::{self, RES, SERVER, b64, claims_of, env, signing_input, validator};
@@ -266,4 +268,52 @@ async fn config_is_checked() {
         bad(ValidatorConfig::new("https://moat.example/r", SERVER).with_algorithms([])),
         Some(ConfigError::NoAlgorithm)
     );
+}
+
+/// Header strings: anything, plus near-misses of the values the checks look for, so that
+/// generated tokens get past the `alg` check and reach `typ`, `kid` and the key lookup.
+fn header_value(interesting: &'static [&'static str]) -> impl Strategy<Value = String> {
+    let pick = || proptest::sample::select(interesting);
+    prop_oneof![
+        any::<String>(),
+        pick().prop_map(str::to_owned),
+        (pick(), any::<String>()).prop_map(|(a, b)| format!("{a}{b}")),
+        (any::<String>(), pick()).prop_map(|(a, b)| format!("{a}{b}")),
+    ]
+}
+
+/// The public entry point the axum layer calls for any bearer token, unauthenticated: hostile
+/// JOSE header values (RFC 7515 §4, attacker-controlled) in a correctly signed token, and
+/// arbitrary token text, always give `Ok` or `Err`, never a panic.
+#[test]
+fn arbitrary_headers_and_tokens_never_panic() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (e, v) = rt.block_on(async {
+        let e = env().await;
+        let v = validator(&e.authority);
+        (e, v)
+    });
+    let headers = (
+        header_value(&["ES256", "EdDSA", "RS256", "none", "HS256"]),
+        header_value(&["at+jwt", "application/at+jwt", "APPLICATION/", "aaaaaaaaaaa€", "€"]),
+        header_value(&["k-es256", ""]),
+    );
+    let text = prop_oneof![any::<String>(), "[A-Za-z0-9_.=-]{0,300}"];
+    let mut runner = TestRunner::new(ProptestConfig { cases: 128, ..ProptestConfig::default() });
+    let outcome = runner.run(&(headers, text), |((alg, typ, kid), text)| {
+        rt.block_on(async {
+            let token = e
+                .authority
+                .token(&e.key, SERVER)
+                .header("alg", json!(alg))
+                .header("typ", json!(typ))
+                .header("kid", json!(kid))
+                .sign()
+                .unwrap();
+            let _ = v.validate(&token).await;
+            let _ = v.validate(&text).await;
+        });
+        Ok(())
+    });
+    assert!(outcome.is_ok(), "{outcome:?}");
 }

@@ -12,7 +12,7 @@ use moat_core::ids::{ClientId, random_secret};
 use moat_core::model::{AuthorizationRequest, GrantType};
 use moat_core::{OAuthError, OAuthErrorCode, pkce, redirect, scope};
 
-use super::flow::{self, BROWSER_COOKIE, Prompt, error_redirect};
+use super::flow::{self, BROWSER_COOKIE, Prompt};
 use crate::crypto::sha256_hex;
 use crate::http::{Params, client_ip, read_body, set_cookie};
 use crate::pages;
@@ -105,8 +105,11 @@ async fn start(state: &AppState, resource_id: &str, raw: &[u8], headers: &Header
     };
 
     // --- from here on, errors go back to the client --------------------------------------------
+    // `state` is echoed exactly as received. Params already refused invalid UTF-8 and NUL; other
+    // characters outside RFC 6749's VSCHAR are tolerated (clients compare it byte for byte, and
+    // refusing them would only break a client that works elsewhere).
     let state_param = params.get("state").filter(|s| !params.is_duplicated("state") && s.len() <= MAX_STATE_LEN);
-    let fail = |e: OAuthError| error_redirect(&redirect_uri, &e, state_param, &issuer);
+    let fail = |e: OAuthError| flow::error_response(state, &client, &redirect_uri, &e, state_param, &issuer);
     if params.get("state").is_some_and(|s| s.len() > MAX_STATE_LEN) {
         return fail(OAuthError::invalid_request("state is too long"));
     }

@@ -103,15 +103,42 @@ pub fn append_query(uri: &str, pairs: &[(&str, &str)]) -> String {
     format!("{uri}{sep}{q}")
 }
 
-/// An error authorization response to an already validated redirect URI, with `state` and
-/// `iss` (RFC 6749 §4.1.2.1, RFC 9207 §2).
-pub fn error_redirect(redirect_uri: &str, err: &OAuthError, state: Option<&str>, issuer: &str) -> Response {
+/// Where an error authorization response goes: the already validated redirect URI with
+/// `error`, `state` and `iss` (RFC 6749 §4.1.2.1, RFC 9207 §2).
+fn error_location(redirect_uri: &str, err: &OAuthError, state: Option<&str>, issuer: &str) -> String {
     let mut pairs = vec![("error", err.code.as_str()), ("error_description", err.description.as_str())];
     if let Some(s) = state {
         pairs.push(("state", s));
     }
     pairs.push(("iss", issuer));
-    found(&append_query(redirect_uri, &pairs))
+    append_query(redirect_uri, &pairs)
+}
+
+/// Whether Moat may send an error to the client's redirect URI without the user's say: only
+/// for clients the operator registered. Anyone can register a dynamic client or publish a
+/// metadata document naming any redirect URI, so for those an error that the user did not
+/// cause by a decision (a malformed request, `prompt=none`) would make Moat an open redirector
+/// (RFC 9700 §4.11.2).
+fn redirect_trusted(client: &Client) -> bool {
+    client.kind == ClientKind::PreRegistered
+}
+
+/// An error authorization response that is not the user's own decision: a redirect for a
+/// trusted client, otherwise a page with a link back (see [`redirect_trusted`]).
+pub fn error_response(
+    state: &AppState,
+    client: &Client,
+    redirect_uri: &str,
+    err: &OAuthError,
+    state_param: Option<&str>,
+    issuer: &str,
+) -> Response {
+    let location = error_location(redirect_uri, err, state_param, issuer);
+    if redirect_trusted(client) {
+        found(&location)
+    } else {
+        pages::untrusted_error_page(state, &client.name, err, &location)
+    }
 }
 
 /// Whether remembered consent may be applied without showing the consent page: only for
@@ -136,7 +163,11 @@ pub async fn load_request(
             "It has expired or was already completed. Return to the application and start again.",
         )
     };
-    let Some(id) = id.filter(|i| i.len() <= 64) else {
+    // Request ids are short base64url (`random_secret`); anything else is not one, and never reaches the
+    // database (PostgreSQL refuses some bytes outright).
+    let Some(id) =
+        id.filter(|i| i.len() <= 64 && i.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'))
+    else {
         return Err(expired());
     };
     let req = match state.store.get_authorization_request(id).await {
@@ -183,14 +214,13 @@ pub async fn proceed(
     client: &Client,
     session: Option<BrowserSession>,
 ) -> Response {
-    let issuer = state.issuer(&resource.id);
     let prompt = Prompt::parse(req.prompt.as_deref()).unwrap_or_default();
     // prompt=login: only a login that happened after this request started counts.
     let session = session.filter(|s| !(prompt.login && s.session.auth_time < req.created_at));
     let Some(bs) = session else {
         if prompt.none {
             let e = OAuthError::new(moat_core::OAuthErrorCode::LoginRequired, "the user is not signed in");
-            return finish_with_error(state, req, &issuer, e).await;
+            return finish_with_error(state, req, client, e, false).await;
         }
         return see_other(&format!("{}/login?req={}", state.base_url, req.id));
     };
@@ -206,22 +236,31 @@ pub async fn proceed(
     }
     if prompt.none {
         let e = OAuthError::new(moat_core::OAuthErrorCode::ConsentRequired, "the user has not approved this client");
-        return finish_with_error(state, req, &issuer, e).await;
+        return finish_with_error(state, req, client, e, false).await;
     }
     see_other(&format!("{}/consent?req={}", state.base_url, req.id))
 }
 
-/// Ends a pending request with an error redirect to the client.
+/// Ends a pending request with an error for the client. `by_user` is true when the user
+/// decided it (the deny button): that goes straight back, as the user asked; other errors follow
+/// [`error_response`].
 pub async fn finish_with_error(
     state: &AppState,
     req: &AuthorizationRequest,
-    issuer: &str,
+    client: &Client,
     err: OAuthError,
+    by_user: bool,
 ) -> Response {
     if let Err(e) = state.store.delete_authorization_request(&req.id).await {
         return pages::internal_error(state, "deleting an authorization request", e);
     }
-    error_redirect(&req.redirect_uri, &err, req.state.as_deref(), issuer)
+    let issuer = state.issuer(&req.resource_id);
+    if by_user {
+        // RFC 9110 §15.4.4: 303 turns the form POST into a GET (RFC 9700 §4.12).
+        see_other(&error_location(&req.redirect_uri, &err, req.state.as_deref(), &issuer))
+    } else {
+        error_response(state, client, &req.redirect_uri, &err, req.state.as_deref(), &issuer)
+    }
 }
 
 /// Issues the authorization code and redirects back to the client with `code`, `state` and
@@ -277,7 +316,9 @@ pub async fn issue_code(
         pairs.push(("state", s));
     }
     pairs.push(("iss", &issuer));
-    found(&append_query(&req.redirect_uri, &pairs))
+    // 303 rather than 302: this often answers the login or consent form POST, and a redirect
+    // that may carry the user's credentials must turn into a GET (RFC 9700 §4.12).
+    see_other(&append_query(&req.redirect_uri, &pairs))
 }
 
 #[cfg(test)]

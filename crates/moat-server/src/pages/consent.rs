@@ -164,7 +164,7 @@ pub async fn submit(State(state): State<AppState>, request: Request) -> Response
             ev.user_id = Some(bs.user.id.to_string());
             state.audit.record(ev).await;
             let err = OAuthError::new(OAuthErrorCode::AccessDenied, "the user denied the request");
-            flow::finish_with_error(&state, &req, &state.issuer(&resource.id), err).await
+            flow::finish_with_error(&state, &req, &client, err, true).await
         }
         _ => forbidden(&state),
     }

@@ -32,6 +32,8 @@ struct MessagePage<'a> {
     title: &'a str,
     message: &'a str,
     logout_csrf: Option<String>,
+    /// A link the user may follow (`href`, label).
+    link: Option<(&'a str, &'a str)>,
 }
 
 /// Renders a template with the page security headers.
@@ -53,7 +55,40 @@ pub fn render(status: StatusCode, page: &impl Template) -> Response {
 
 /// A page explaining an error to the user (never a redirect).
 pub fn error_page(state: &AppState, status: StatusCode, title: &str, message: &str) -> Response {
-    render(status, &MessagePage { brand: &state.config.brand_name, title, message, logout_csrf: None })
+    render(status, &MessagePage { brand: &state.config.brand_name, title, message, logout_csrf: None, link: None })
+}
+
+/// An authorization error for a client anyone could have registered (dynamic registration, a
+/// metadata document): shown to the user with a link back to the application, never an
+/// automatic redirect, so Moat's URL cannot be used to bounce people to a site of an attacker's
+/// choosing (RFC 9700 §4.11.2: redirect automatically only to a trusted redirect URI, otherwise
+/// inform the user and let them decide).
+pub fn untrusted_error_page(
+    state: &AppState,
+    client_name: &str,
+    err: &moat_core::OAuthError,
+    location: &str,
+) -> Response {
+    let host = url::Url::parse(location)
+        .ok()
+        .map(|u| u.host_str().map(str::to_owned).unwrap_or_else(|| format!("{}:", u.scheme())))
+        .unwrap_or_default();
+    let message = format!(
+        "{client_name} ({host}) sent a sign-in request that could not be completed: {}. \
+         You can return to the application, which will be told what went wrong.",
+        err.description
+    );
+    let label = format!("Return to {host}");
+    render(
+        StatusCode::BAD_REQUEST,
+        &MessagePage {
+            brand: &state.config.brand_name,
+            title: "This sign-in request could not be completed",
+            message: &message,
+            logout_csrf: None,
+            link: Some((location, &label)),
+        },
+    )
 }
 
 /// Logs an internal error with context and shows an opaque error page.
@@ -68,7 +103,7 @@ pub fn internal_error(state: &AppState, context: &str, err: impl std::fmt::Displ
 }
 
 fn message_page(state: &AppState, title: &str, message: &str, logout_csrf: Option<String>) -> Response {
-    render(StatusCode::OK, &MessagePage { brand: &state.config.brand_name, title, message, logout_csrf })
+    render(StatusCode::OK, &MessagePage { brand: &state.config.brand_name, title, message, logout_csrf, link: None })
 }
 
 /// CSRF token for a form: an HMAC over the form's purpose and what it is bound to.

@@ -529,6 +529,9 @@ async fn prompt_login_cannot_be_skipped_by_opening_the_consent_page() {
 async fn state_is_echoed_byte_for_byte() {
     let (app, r, c) = setup().await;
     let state = "a b&c=d/é?%20#x+y";
+    // Invalid UTF-8 cannot be echoed exactly: refused (shown, as nothing can be sent back intact).
+    let bad = format!("{}&state=%ff", url_of(&app, &r, &valid_pairs(c.id.as_str(), CB, &Pkce::new())));
+    assert_eq!(app.http().get(&bad).send().await.unwrap().status(), 400);
     let pkce = Pkce::new();
     let pairs = set(valid_pairs(c.id.as_str(), CB, &pkce), "state", Some(state));
     let loc = app.browser().authorize(&url_of(&app, &r, &pairs), EMAIL, "approve").await;
@@ -536,4 +539,41 @@ async fn state_is_echoed_byte_for_byte() {
     // Also on errors.
     let pairs = set(set(valid_pairs(c.id.as_str(), CB, &pkce), "state", Some(state)), "scope", Some("nope"));
     expect_redirect_error(&app, &r, &url_of(&app, &r, &pairs), CB, "invalid_scope", Some(state)).await;
+}
+
+/// RFC 9700 §4.11.2: a client anyone can register (here through DCR) never gets an automatic
+/// error redirect before the user has decided anything; the page explains the error and links
+/// back, so Moat's URL cannot bounce people to an attacker's site.
+#[tokio::test]
+async fn errors_for_a_dynamically_registered_client_are_shown_with_a_link_not_redirected() {
+    let app = TestApp::spawn().await;
+    let r = app.resource().await;
+    app.user(EMAIL).await;
+    let phish = "https://phish.example.net/login";
+    let (status, reg) = app
+        .register(
+            &r,
+            json!({"redirect_uris": [phish], "token_endpoint_auth_method": "none", "client_name": "Totally Legit"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{reg}");
+    let id = reg["client_id"].as_str().unwrap();
+    let pkce = Pkce::new();
+    let ok = valid_pairs(id, phish, &pkce);
+    for (name, pairs, error) in [
+        ("unknown scope", set(ok.clone(), "scope", Some("todo:admin")), "invalid_scope"),
+        ("missing PKCE", set(ok.clone(), "code_challenge", None), "invalid_request"),
+        ("prompt=none without a session", set(ok.clone(), "prompt", Some("none")), "login_required"),
+    ] {
+        let resp = app.http().get(url_of(&app, &r, &pairs)).send().await.unwrap();
+        assert_eq!(resp.status(), 400, "{name}");
+        assert!(resp.headers().get("location").is_none(), "{name}");
+        let html = resp.text().await.unwrap();
+        assert!(html.contains("Totally Legit (phish.example.net)"), "{name}: {html}");
+        // The link carries the complete error response, for the user to follow if they wish.
+        let doc = scraper::Html::parse_document(&html);
+        let sel = scraper::Selector::parse("a.button").unwrap();
+        let href = doc.select(&sel).next().and_then(|a| a.value().attr("href")).unwrap().to_owned();
+        expect_error_redirect(&href, phish, error, Some("st-123"), &app.issuer(&r));
+    }
 }

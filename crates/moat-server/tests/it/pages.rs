@@ -313,7 +313,7 @@ async fn consent_form_csrf_defences() {
     forbidden(post(&app.browser(), "/consent", &form_a, Some("same-origin")).await, "no cookies").await;
     // None of this approved anything; the genuine form still does.
     let resp = post(&a, "/consent", &form_a, Some("same-origin")).await;
-    assert_eq!(resp.status(), 302);
+    assert_eq!(resp.status(), 303);
     assert!(query_of(resp.headers()["location"].to_str().unwrap()).contains_key("code"));
 }
 
@@ -387,7 +387,7 @@ async fn a_double_submitted_consent_yields_one_code() {
     let mut codes = 0;
     for a in attempts {
         match a.await.unwrap() {
-            (302, Some(loc)) => {
+            (303, Some(loc)) => {
                 assert!(query_of(&loc).contains_key("code"), "{loc}");
                 codes += 1;
             }

@@ -248,7 +248,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Finishes an authorization atomically: deletes the pending request (returns `false` and
     /// changes nothing when it is already gone, so a double-submitted consent form yields one
-    /// code), stores the code, and upserts the consent when one is given.
+    /// code), stores the code, and records the consent when one is given, merging its scopes into
+    /// the remembered ones (two approvals at once never lose either's scopes).
     async fn complete_authorization(
         &self,
         request_id: &str,

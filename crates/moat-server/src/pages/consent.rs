@@ -143,16 +143,14 @@ pub async fn submit(State(state): State<AppState>, request: Request) -> Response
     let now = now();
     match form.get("decision") {
         Some("approve") => {
-            let remembered = match state.store.get_consent(&bs.user.id, &client.id, &resource.id).await {
-                Ok(c) => c,
-                Err(e) => return internal_error(&state, "loading consent", e),
-            };
+            // The store merges these scopes into any remembered ones, in the same transaction
+            // that issues the code (two approvals at once never lose either's scopes).
             let consent = Consent {
                 user_id: bs.user.id.clone(),
                 client_id: client.id.clone(),
                 resource_id: resource.id.clone(),
-                scopes: scope::union(remembered.as_ref().map(|c| c.scopes.as_slice()).unwrap_or_default(), &req.scopes),
-                created_at: remembered.as_ref().map(|c| c.created_at).unwrap_or(now),
+                scopes: req.scopes.clone(),
+                created_at: now,
                 updated_at: now,
             };
             flow::issue_code(&state, &req, &resource, &client, &bs, Some(consent)).await

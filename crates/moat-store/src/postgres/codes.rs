@@ -46,7 +46,7 @@ async fn complete_in(
     }
     insert_in(tx, code).await?;
     if let Some(c) = consent {
-        consents::upsert_in(tx, c).await?;
+        consents::merge_in(tx, c).await?;
     }
     Ok(true)
 }

@@ -49,16 +49,18 @@ pub(super) async fn scopes_in(
     Ok(scopes.as_deref().map(scopes_from_text))
 }
 
-/// Upserts a consent: a new grant replaces the scopes and `updated_at`, `created_at` stays.
-/// `ON CONFLICT … DO UPDATE` is atomic even when two instances store the first consent of the
-/// same triple at once (the second updates the row the first inserted).
-pub(super) async fn upsert_in(conn: &mut PgConnection, c: &Consent) -> TxResult<()> {
-    sqlx::query(concat!(
+/// Records a consent, merging its scopes into any remembered ones (`created_at` stays).
+///
+/// Two approvals of one (user, client, resource) may run at once, on one instance or two; a
+/// plain upsert would let the last writer drop the other's scopes, and the family of the loser
+/// would then fail its next refresh (consent no longer covers it). So: insert if absent (a
+/// concurrent insert makes this one wait on the unique index, then do nothing), then lock the
+/// row and merge.
+pub(super) async fn merge_in(conn: &mut PgConnection, c: &Consent) -> TxResult<()> {
+    let inserted = sqlx::query(concat!(
         "INSERT INTO consents (",
         consent_columns!(),
-        ") VALUES ($1, $2, $3, $4, $5, $6) \
-         ON CONFLICT (user_id, client_id, resource_id) \
-         DO UPDATE SET scopes = excluded.scopes, updated_at = excluded.updated_at"
+        ") VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (user_id, client_id, resource_id) DO NOTHING"
     ))
     .bind(c.user_id.as_str())
     .bind(c.client_id.as_str())
@@ -66,9 +68,34 @@ pub(super) async fn upsert_in(conn: &mut PgConnection, c: &Consent) -> TxResult<
     .bind(scopes_to_text(&c.scopes))
     .bind(c.created_at)
     .bind(c.updated_at)
-    .execute(conn)
+    .execute(&mut *conn)
     .await
     .map_err(fail("store consent"))?;
+    if inserted.rows_affected() == 1 {
+        return Ok(());
+    }
+    let existing: Option<String> = sqlx::query_scalar(
+        "SELECT scopes FROM consents WHERE user_id = $1 AND client_id = $2 AND resource_id = $3 FOR UPDATE",
+    )
+    .bind(c.user_id.as_str())
+    .bind(c.client_id.as_str())
+    .bind(c.resource_id.as_str())
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(fail("lock consent"))?;
+    let merged = moat_core::scope::union(&existing.as_deref().map(scopes_from_text).unwrap_or_default(), &c.scopes);
+    sqlx::query(
+        "UPDATE consents SET scopes = $1, updated_at = $2 \
+         WHERE user_id = $3 AND client_id = $4 AND resource_id = $5",
+    )
+    .bind(scopes_to_text(&merged))
+    .bind(c.updated_at)
+    .bind(c.user_id.as_str())
+    .bind(c.client_id.as_str())
+    .bind(c.resource_id.as_str())
+    .execute(&mut *conn)
+    .await
+    .map_err(fail("merge consent"))?;
     Ok(())
 }
 

@@ -29,7 +29,7 @@ pub(super) async fn complete_authorization(
     }
     insert_in(&mut tx, code).await?;
     if let Some(c) = consent {
-        consents::upsert_in(&mut tx, c).await?;
+        consents::merge_in(&mut tx, c).await?;
     }
     commit(tx, "complete authorization").await?;
     Ok(true)

@@ -48,8 +48,12 @@ pub(super) async fn scopes_in(
     Ok(scopes.as_deref().map(scopes_from_text))
 }
 
-/// Upserts a consent: a new grant replaces the scopes and `updated_at`, `created_at` stays.
-pub(super) async fn upsert_in(conn: &mut sqlx::SqliteConnection, c: &Consent) -> Result<()> {
+/// Records a consent, merging its scopes into any remembered ones (`created_at` stays). Runs
+/// inside the caller's write transaction, which SQLite serialises, so the read and the write
+/// cannot interleave with another approval.
+pub(super) async fn merge_in(conn: &mut sqlx::SqliteConnection, c: &Consent) -> Result<()> {
+    let existing = scopes_in(&mut *conn, &c.user_id, &c.client_id, &c.resource_id).await?;
+    let merged = moat_core::scope::union(&existing.unwrap_or_default(), &c.scopes);
     sqlx::query(concat!(
         "INSERT INTO consents (",
         consent_columns!(),
@@ -60,10 +64,10 @@ pub(super) async fn upsert_in(conn: &mut sqlx::SqliteConnection, c: &Consent) ->
     .bind(c.user_id.as_str())
     .bind(c.client_id.as_str())
     .bind(c.resource_id.as_str())
-    .bind(scopes_to_text(&c.scopes))
+    .bind(scopes_to_text(&merged))
     .bind(c.created_at)
     .bind(c.updated_at)
-    .execute(conn)
+    .execute(&mut *conn)
     .await
     .map_err(|e| db_error("store consent", e))?;
     Ok(())

@@ -37,6 +37,7 @@ macro_rules! conformance_suite {
             authorization_request_lifecycle,
             complete_authorization_yields_one_code,
             complete_authorization_upserts_consent,
+            concurrent_approvals_merge_consent,
             redeem_creates_family,
             redeem_without_family,
             redeem_replay_revokes_family,
@@ -659,6 +660,33 @@ pub async fn complete_authorization_yields_one_code(store: DynStore) {
     assert_eq!(stored, Some(consent));
 }
 
+/// Approvals of one (user, client, resource) for different scopes at the same moment (on
+/// PostgreSQL through separate pooled connections): the remembered consent is the union,
+/// never the last writer's scopes alone.
+pub async fn concurrent_approvals_merge_consent(store: DynStore) {
+    for round in 0..5 {
+        let w = world(&store).await;
+        let mut tasks = JoinSet::new();
+        for (i, scope) in ["todo:read", "todo:write", "todo:read", "todo:write"].into_iter().enumerate() {
+            let (store, w) = (store.clone(), w.clone());
+            tasks.spawn(async move {
+                let req = fixtures::request(&w.resource, &w.client);
+                store.create_authorization_request(&req).await.unwrap();
+                let code = fixtures::code(&w.resource, &w.client, &w.user.id);
+                let mut consent = fixtures::consent(&w.user.id, &w.client, &[scope]);
+                consent.updated_at = NOW + i as i64;
+                assert!(store.complete_authorization(&req.id, &code, Some(&consent)).await.unwrap());
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.unwrap();
+        }
+        let mut stored = store.get_consent(&w.user.id, &w.client.id, &w.resource.id).await.unwrap().unwrap().scopes;
+        stored.sort();
+        assert_eq!(stored, ["todo:read", "todo:write"], "round {round}");
+    }
+}
+
 pub async fn complete_authorization_upserts_consent(store: DynStore) {
     let w = world(&store).await;
     let req = fixtures::request(&w.resource, &w.client);
@@ -674,7 +702,7 @@ pub async fn complete_authorization_upserts_consent(store: DynStore) {
     let code = fixtures::code(&w.resource, &w.client, &w.user.id);
     assert!(store.complete_authorization(&req.id, &code, Some(&first)).await.unwrap());
 
-    // A later grant replaces scopes and updated_at, and keeps created_at.
+    // A later grant adds its scopes, sets updated_at, and keeps created_at.
     let mut wider = fixtures::consent(&w.user.id, &w.client, &["todo:read", "todo:write"]);
     wider.created_at = NOW + 100;
     wider.updated_at = NOW + 100;
@@ -1151,19 +1179,21 @@ pub async fn rotation_rechecks_client_user_and_consent(store: DynStore) {
     let (tok, fam) = store.get_refresh_token(g.family.first_token_hash.as_deref().unwrap()).await.unwrap().unwrap();
     assert_eq!((tok.rotated_at, fam.revoked_at), (None, None));
 
-    // Consent narrowed below the family's scopes: refused without revocation.
+    // A later, narrower approval merges into the remembered consent: it never withdraws what
+    // the family was granted, so the family still refreshes.
     let w = &g.world;
     let req = fixtures::request(&w.resource, &w.client);
     store.create_authorization_request(&req).await.unwrap();
     let code = fixtures::code(&w.resource, &w.client, &w.user.id);
     let narrow = fixtures::consent(&w.user.id, &w.client, &["todo:read"]);
     assert!(store.complete_authorization(&req.id, &code, Some(&narrow)).await.unwrap());
+    let remembered = store.get_consent(&w.user.id, &w.client.id, &w.resource.id).await.unwrap().unwrap();
+    assert_eq!(remembered.scopes, ["todo:read", "todo:write"]);
     let out = store
         .rotate_refresh_token(&rotation(g.family.first_token_hash.as_deref().unwrap(), &succ, &w.client, NOW))
         .await
         .unwrap();
-    assert_eq!(out, RotateOutcome::Invalid(Some(RejectReason::ConsentWithdrawn)));
-    assert!(store.get_refresh_token(&succ).await.unwrap().is_none());
+    assert!(matches!(out, RotateOutcome::Rotated { .. }), "{out:?}");
 
     // Disabled client, disabled user, withdrawn consent: each refuses the refresh.
     for case in ["client", "user", "consent"] {

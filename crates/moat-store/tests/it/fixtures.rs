@@ -162,6 +162,7 @@ pub fn new_family() -> NewFamily {
 }
 
 /// A resource, a client of it and a user, all stored.
+#[derive(Clone)]
 pub struct World {
     pub resource: Resource,
     pub client: Client,

@@ -70,10 +70,17 @@ async fn handle(
 
     if reg.auth_method == AuthMethod::None {
         match state.store.find_client_by_fingerprint(&resource.id, &reg.fingerprint).await {
-            Ok(Some(existing)) => {
+            // Reused only while it has a good while to live: a never-used registration is
+            // deleted `dcr_unused_client_ttl_seconds` after creation, and handing out one about
+            // to go would break the login it is for. Past half its life, a new one is made.
+            Ok(Some(existing))
+                if existing.last_used_at.is_some()
+                    || existing.created_at > now.saturating_sub(state.config.dcr_unused_client_ttl_seconds / 2) =>
+            {
                 state.metrics.registration("reused");
                 return Ok(created(registration_json(&existing, None)));
             }
+            Ok(Some(_)) => {}
             Ok(None) => {}
             Err(e) => return Err(OAuthJsonError::internal("looking up a registration", e)),
         }

@@ -123,7 +123,7 @@ pub(super) async fn find_by_fingerprint(
         "SELECT ",
         client_columns!(),
         " FROM clients WHERE resource_id = $1 AND fingerprint = $2 AND kind = $3 AND disabled = 0 \
-         ORDER BY created_at, id LIMIT 1"
+         ORDER BY (last_used_at IS NULL), created_at DESC, id LIMIT 1"
     ))
     .bind(resource.as_str())
     .bind(fingerprint)

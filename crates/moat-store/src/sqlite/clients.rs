@@ -126,7 +126,7 @@ pub(super) async fn find_by_fingerprint(
         "SELECT ",
         client_columns!(),
         " FROM clients WHERE resource_id = ? AND fingerprint = ? AND kind = ? AND disabled = 0 \
-         ORDER BY created_at, id LIMIT 1"
+         ORDER BY (last_used_at IS NULL), created_at DESC, id LIMIT 1"
     ))
     .bind(resource.as_str())
     .bind(fingerprint)

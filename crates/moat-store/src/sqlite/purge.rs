@@ -51,14 +51,21 @@ pub(super) async fn purge_expired(
         .await?,
         // Tokens of families past their absolute expiry go too, counted here rather than
         // vanishing silently through the cascade below.
+        // Two statements, each using its index: an `OR` of the two conditions scans the table.
         refresh_tokens: delete(
             &mut tx,
             "purge refresh tokens",
-            "DELETE FROM refresh_tokens WHERE expires_at <= ? \
-             OR family_id IN (SELECT id FROM refresh_families WHERE expires_at <= ?)",
-            &[now, now],
+            "DELETE FROM refresh_tokens WHERE expires_at <= ?",
+            &[now],
         )
-        .await?,
+        .await?
+            + delete(
+                &mut tx,
+                "purge refresh tokens of expired families",
+                "DELETE FROM refresh_tokens WHERE family_id IN (SELECT id FROM refresh_families WHERE expires_at <= ?)",
+                &[now],
+            )
+            .await?,
         families: delete(
             &mut tx,
             "purge refresh families",
@@ -82,10 +89,12 @@ pub(super) async fn purge_expired(
         .await?,
         unused_dynamic_clients: 0,
     };
-    // Never-used dynamic registrations expire (DESIGN.md §5); their rows in other tables (those
-    // naming the same resource and client) cascade.
-    let unused = sqlx::query("DELETE FROM clients WHERE kind = ? AND last_used_at IS NULL AND created_at < ?")
+    // Never-used dynamic registrations expire (DESIGN.md §5), and so do never-used
+    // metadata-document clients (anyone can make Moat record one by starting an authorization;
+    // a later request records it again). Their rows in other tables cascade.
+    let unused = sqlx::query("DELETE FROM clients WHERE kind IN (?, ?) AND last_used_at IS NULL AND created_at < ?")
         .bind(ClientKind::Dynamic.as_str())
+        .bind(ClientKind::Cimd.as_str())
         .bind(unused_client_cutoff)
         .execute(&mut *tx)
         .await

@@ -17,6 +17,10 @@ pub const MAX_CLIENT_ID_URL_LEN: usize = 512;
 pub const MAX_REDIRECT_URIS: usize = 20;
 /// Longest `client_name`.
 pub const MAX_CLIENT_NAME_LEN: usize = 200;
+/// Most keys in a key set (inline `jwks`, a `jwks_uri` set, `moat client create --jwks-file`).
+/// A client needs one signing key, two while it rotates; twenty leaves ample room and keeps a
+/// set Moat holds and searches small.
+pub const MAX_JWKS_KEYS: usize = 20;
 
 /// Why a client id URL or its document was refused. Messages are shown to the user.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -39,12 +43,18 @@ pub enum CimdError {
     Forbidden(&'static str),
     #[error("token_endpoint_auth_method {0} is not allowed for metadata-document clients")]
     AuthMethod(String),
+    #[error("the key set is invalid: {0}")]
+    KeySet(&'static str),
+    #[error("the key set holds more than {} keys", MAX_JWKS_KEYS)]
+    TooManyKeys,
 }
 
 /// True when `s` looks like a CIMD client id (an https URL); whether it is acceptable is
 /// [`validate_client_id_url`]'s business.
 pub fn is_client_id_url(s: &str) -> bool {
-    s.len() > 8 && s[..8].eq_ignore_ascii_case("https://")
+    // Compared as bytes: slicing the `str` at 8 would panic when byte 8 falls inside a
+    // multi-byte character (the client_id is attacker-chosen).
+    s.len() > 8 && s.as_bytes().get(..8).is_some_and(|p| p.eq_ignore_ascii_case(b"https://"))
 }
 
 /// Checks a `client_id` URL before it is fetched: https, a host, a path other than `/`, no
@@ -58,18 +68,24 @@ pub fn validate_client_id_url(s: &str) -> Result<(), CimdError> {
         return Err(CimdError::ForbiddenUrlPart);
     }
     let Some(rest) = s.strip_prefix("https://") else { return Err(CimdError::NotHttpsWithPath) };
+    // CIMD draft §3: the URL MUST NOT contain a fragment component.
     if s.contains('#') {
         return Err(CimdError::ForbiddenUrlPart);
     }
-    let (authority, path_and_query) = match rest.find('/') {
-        Some(i) => rest.split_at(i),
-        None => return Err(CimdError::NotHttpsWithPath),
-    };
+    // RFC 3986 §3.2: the authority ends at the first '/', '?' or '#' ('#' is refused above).
+    // Splitting at the first '/' alone would read `https://host?x/client.json` as having the
+    // path `/client.json`, although its path is empty and `x/client.json` is its query.
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path_and_query) = rest.split_at(authority_end);
+    // CIMD draft §3: MUST NOT contain a username or password component.
     if authority.is_empty() || authority.contains('@') {
         return Err(if authority.is_empty() { CimdError::NotHttpsWithPath } else { CimdError::ForbiddenUrlPart });
     }
+    // CIMD draft §3: MUST contain a path component (Moat also refuses the bare `/`, which the
+    // draft calls NOT RECOMMENDED). A query MAY be present (the draft says SHOULD NOT, not
+    // MUST NOT), so it is allowed after a real path.
     let path = path_and_query.split('?').next().unwrap_or_default();
-    if path == "/" || path.is_empty() {
+    if !path.starts_with('/') || path == "/" {
         return Err(CimdError::NotHttpsWithPath);
     }
     let dot_segment = path.split('/').any(|seg| {
@@ -79,10 +95,14 @@ pub fn validate_client_id_url(s: &str) -> Result<(), CimdError> {
     if dot_segment {
         return Err(CimdError::ForbiddenUrlPart);
     }
-    // The WHATWG parser must agree that this is an https URL with this exact host.
+    // The WHATWG parser (which the fetcher uses) must agree: an https URL with a host and a
+    // path other than `/`, without user information or fragment.
     let parsed = url::Url::parse(s).map_err(|_| CimdError::NotHttpsWithPath)?;
-    if parsed.scheme() != "https" || parsed.host_str().is_none() {
+    if parsed.scheme() != "https" || parsed.host_str().is_none() || parsed.path() == "/" {
         return Err(CimdError::NotHttpsWithPath);
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() || parsed.fragment().is_some() {
+        return Err(CimdError::ForbiddenUrlPart);
     }
     Ok(())
 }
@@ -154,12 +174,20 @@ fn https_url(v: Option<&Value>) -> Option<String> {
         .then(|| s.to_owned())
 }
 
-/// Checks that a JWKS (`{"keys": [...]}`) holds only public asymmetric keys: no private
-/// members and no symmetric (`oct`) keys, since anything published is public.
+/// Checks that a JWKS (`{"keys": [...]}`, RFC 7517 §5) holds at most [`MAX_JWKS_KEYS`] keys,
+/// each a JSON object (RFC 7517 §4), and only public asymmetric keys: no private members and
+/// no symmetric (`oct`) keys, since anything published is public.
 pub fn check_public_jwks(v: &Value) -> Result<(), CimdError> {
-    let keys = v.get("keys").and_then(Value::as_array).ok_or(CimdError::Invalid("jwks"))?;
+    let keys = v
+        .as_object()
+        .and_then(|o| o.get("keys"))
+        .and_then(Value::as_array)
+        .ok_or(CimdError::KeySet("it must be a JSON object with a \"keys\" array"))?;
+    if keys.len() > MAX_JWKS_KEYS {
+        return Err(CimdError::TooManyKeys);
+    }
     for k in keys {
-        let k = k.as_object().ok_or(CimdError::Invalid("jwks"))?;
+        let k = k.as_object().ok_or(CimdError::KeySet("every key must be a JSON object"))?;
         if PRIVATE_JWK_MEMBERS.iter().any(|m| k.contains_key(*m)) || k.get("kty").and_then(Value::as_str) == Some("oct")
         {
             return Err(CimdError::Forbidden("private or symmetric key material"));
@@ -323,6 +351,58 @@ mod tests {
             assert_eq!(validate_client_id_url(url), Err(err), "{url}");
         }
         assert_eq!(validate_client_id_url(&format!("https://e.com/{}", "a".repeat(600))), Err(CimdError::TooLong));
+    }
+
+    #[test]
+    fn client_id_authority_ends_at_query_too() {
+        // The URL's path is empty and `x/client.json` is its query: no path component
+        // (CIMD draft §3), although a '/' follows the '?'.
+        for url in [
+            "https://clients.test:8443?x/client.json",
+            "https://clients.test?/client.json",
+            "https://clients.test?",
+            "https://example.com?a=/b/c",
+        ] {
+            assert_eq!(validate_client_id_url(url), Err(CimdError::NotHttpsWithPath), "{url}");
+        }
+        // Credentials hidden behind a query-only authority are still credentials.
+        assert_eq!(validate_client_id_url("https://u@clients.test?x/client.json"), Err(CimdError::ForbiddenUrlPart));
+        // A fragment anywhere is refused first.
+        assert_eq!(validate_client_id_url("https://clients.test#/client.json"), Err(CimdError::ForbiddenUrlPart));
+        // A query after a real path stays allowed (the draft's SHOULD NOT, not MUST NOT).
+        assert_eq!(validate_client_id_url("https://clients.test:8443/client.json?v=2"), Ok(()));
+        assert_eq!(validate_client_id_url("https://clients.test/c?redirect=/x/../y"), Ok(()), "dots in the query");
+    }
+
+    #[test]
+    fn is_client_id_url_is_byte_safe() {
+        // Byte 8 inside a multi-byte character must not panic.
+        for s in ["httpsé://x", "ééééé", "https:/é/x", "日本語のURLです", "https://"] {
+            assert!(!is_client_id_url(s), "{s}");
+        }
+        assert!(is_client_id_url("HTTPS://example.com/c"));
+        assert!(
+            is_client_id_url("https://é.example/c"),
+            "non-ASCII after the scheme is validate_client_id_url's business"
+        );
+    }
+
+    #[test]
+    fn key_sets_are_bounded_objects_of_public_keys() {
+        let key = json!({"kty": "EC", "crv": "P-256", "x": "a", "y": "b"});
+        let set = |n: usize| json!({ "keys": vec![key.clone(); n] });
+        assert_eq!(check_public_jwks(&set(MAX_JWKS_KEYS)), Ok(()));
+        assert_eq!(check_public_jwks(&set(MAX_JWKS_KEYS + 1)), Err(CimdError::TooManyKeys));
+        for bad in [json!({"keys": [0, 0]}), json!({"keys": [key.clone(), "k"]}), json!({"keys": [[]]})] {
+            assert!(matches!(check_public_jwks(&bad), Err(CimdError::KeySet(_))), "{bad}");
+        }
+        for bad in [json!([]), json!({"keys": {}}), json!({}), json!("keys")] {
+            assert!(matches!(check_public_jwks(&bad), Err(CimdError::KeySet(_))), "{bad}");
+        }
+        // Inline jwks in a document obey the same bound.
+        let mut d = with("token_endpoint_auth_method", json!("private_key_jwt"));
+        d["jwks"] = set(MAX_JWKS_KEYS + 1);
+        assert_eq!(validate_document(&d, ID), Err(CimdError::TooManyKeys));
     }
 
     #[test]

@@ -1,31 +1,57 @@
 //! Resolving Client ID Metadata Document clients: fetch the document through the SSRF-safe
 //! fetcher, validate it ([`moat_core::cimd`]), and cache it per its HTTP caching headers.
 //!
-//! Concurrent lookups of one URL share a single fetch; failures and invalid documents are never
-//! cached (DESIGN.md §5). The cache is per instance, which DESIGN.md §7 allows: a document is
-//! the client's own public data and every instance fetches the same one. Logos are fetched the
-//! same way and served from Moat's own origin, so the consent page never loads a third-party
-//! URL.
+//! Concurrent lookups of one URL share a single fetch, which runs in its own task so that it
+//! completes, is logged and counted, and leaves the in-flight map even when every client that
+//! asked for it disconnects ([`flight`]); failures and invalid documents are never cached
+//! (DESIGN.md §5). Key sets at a `jwks_uri` are fetched, coalesced and counted the same way.
+//! The caches are per instance, which DESIGN.md §7 allows: a document is the client's own
+//! public data and every instance fetches the same one. Logos are fetched the same way and
+//! served from Moat's own origin, so the consent page never loads a third-party URL.
+//!
+//! Anyone can make Moat fetch and cache (the `client_id` is the URL), so the caches are bounded
+//! by bytes, not only entries ([`cache`]), and hold what was received as raw bytes: a document
+//! or key set is parsed again on each cache hit (at most 5 KiB or 16 KiB of JSON), because a
+//! parsed `serde_json::Value` costs an order of magnitude more memory than its wire form.
 
+pub mod cache;
+pub mod flight;
 pub mod ttl;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use moat_core::cimd::{CimdClient, CimdError};
-use tokio::sync::OnceCell;
+use serde_json::Value;
 
-use crate::fetch::{Expect, FetchError, SafeFetcher};
+use self::cache::ByteCache;
+use self::flight::SingleFlight;
+use crate::fetch::{Expect, FetchError, Fetched, SafeFetcher};
 use crate::metrics::Metrics;
 
 /// Largest client metadata document (MCP requirements item 11).
 pub const MAX_DOCUMENT_BYTES: usize = 5 * 1024;
 /// Largest logo Moat fetches and serves.
 pub const MAX_LOGO_BYTES: usize = 64 * 1024;
-/// Most cached documents (and logos).
-const MAX_ENTRIES: usize = 10_000;
+/// Largest client key set fetched from a `jwks_uri`.
+pub const MAX_JWKS_BYTES: usize = 16 * 1024;
+/// Most entries in each cache.
+pub const MAX_ENTRIES: usize = 10_000;
+/// Bytes the document cache may hold (raw bodies, keys and per-entry overhead): 8 MiB, about
+/// 1,500 documents of the largest size or 10,000 (the entry limit) of a typical ~500 bytes.
+pub const DOCUMENT_CACHE_BYTES: usize = 8 * 1024 * 1024;
+/// Bytes the `jwks_uri` key-set cache may hold: 4 MiB, at least 250 sets of the largest size.
+pub const JWKS_CACHE_BYTES: usize = 4 * 1024 * 1024;
+/// Bytes the logo cache may hold: 16 MiB, at least 250 logos of the largest size.
+pub const LOGO_CACHE_BYTES: usize = 16 * 1024 * 1024;
+/// A cached key set that lacks the assertion's `kid` is fetched again at most this often (the
+/// client may have rotated its keys; an attacker's made-up `kid` must not force a fetch per
+/// request).
+const KID_REFETCH_INTERVAL: Duration = Duration::from_secs(30);
+/// Logos are kept at least this long whatever their headers say: the consent page that names
+/// one is followed by the browser's request for it.
+const MIN_LOGO_TTL: Duration = Duration::from_secs(60);
 
 /// Why a client id could not be resolved; the message is shown to the user and logged.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -38,6 +64,12 @@ pub enum CimdFailure {
     NotJson,
     #[error("{0}")]
     Document(CimdError),
+    /// A key set fetched from a `jwks_uri` is not a usable JWKS.
+    #[error("{0}")]
+    KeySet(CimdError),
+    /// The fetch task ended without an outcome (the server is shutting down).
+    #[error("the fetch was interrupted")]
+    Interrupted,
 }
 
 impl CimdFailure {
@@ -48,33 +80,77 @@ impl CimdFailure {
             Self::Fetch(e) => e.label(),
             Self::NotJson => "not_json",
             Self::Document(_) => "invalid_document",
+            Self::KeySet(_) => "invalid_key_set",
+            Self::Interrupted => "interrupted",
         }
     }
 }
-
-struct Cached {
-    client: Arc<CimdClient>,
-    fresh_until: Instant,
-}
-
-type Flight = Arc<OnceCell<Result<Arc<CimdClient>, CimdFailure>>>;
 
 /// A cached logo.
 #[derive(Clone)]
 pub struct Logo {
     pub bytes: Bytes,
     pub content_type: String,
-    fresh_until: Instant,
+}
+
+/// A cached key set, as received.
+#[derive(Clone)]
+struct CachedJwks {
+    body: Bytes,
+    fetched_at: Instant,
+}
+
+/// The byte budgets of the caches ([`CacheLimits::default`] is what Moat runs with).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheLimits {
+    pub document_bytes: usize,
+    pub jwks_bytes: usize,
+    pub logo_bytes: usize,
+    /// Entries per cache.
+    pub entries: usize,
+}
+
+impl Default for CacheLimits {
+    fn default() -> Self {
+        Self {
+            document_bytes: DOCUMENT_CACHE_BYTES,
+            jwks_bytes: JWKS_CACHE_BYTES,
+            logo_bytes: LOGO_CACHE_BYTES,
+            entries: MAX_ENTRIES,
+        }
+    }
+}
+
+/// What the caches hold (for tests and diagnostics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheUsage {
+    pub documents: usize,
+    pub document_bytes: usize,
+    pub key_sets: usize,
+    pub jwks_bytes: usize,
+    pub logos: usize,
+    pub logo_bytes: usize,
+}
+
+type DocumentOutcome = Result<Arc<CimdClient>, CimdFailure>;
+type JwksOutcome = Result<Arc<Value>, CimdFailure>;
+
+struct Inner {
+    fetcher: SafeFetcher,
+    metrics: Arc<Metrics>,
+    /// Raw bodies of valid documents, by client id.
+    documents: Mutex<ByteCache<Bytes>>,
+    /// Raw bodies of valid key sets, by `jwks_uri`.
+    jwks: Mutex<ByteCache<CachedJwks>>,
+    /// Logos by the SHA-256 of their URL.
+    logos: Mutex<ByteCache<Logo>>,
+    document_flights: SingleFlight<DocumentOutcome>,
+    jwks_flights: SingleFlight<JwksOutcome>,
 }
 
 /// The resolver (one per application).
 pub struct CimdResolver {
-    fetcher: SafeFetcher,
-    metrics: Arc<Metrics>,
-    cache: Mutex<HashMap<String, Cached>>,
-    inflight: Mutex<HashMap<String, Flight>>,
-    logos: Mutex<HashMap<String, Logo>>,
-    jwks: Mutex<HashMap<String, CachedJwks>>,
+    inner: Arc<Inner>,
 }
 
 /// How a resolution was served.
@@ -84,105 +160,116 @@ pub enum Source {
     Fetched,
 }
 
+/// The caches stay consistent if a holder panicked (their updates cannot panic half-way), so
+/// a poisoned lock is taken over rather than turning every later lookup into an error.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The freshness lifetime of a response (RFC 9111 §4.2) as a deadline, or `None` when it must
+/// not be reused.
+fn fresh_until(fetched: &Fetched) -> Option<Instant> {
+    let lifetime = ttl::freshness(
+        fetched.cache_control.as_deref(),
+        fetched.expires.as_deref(),
+        fetched.date.as_deref(),
+        fetched.age.as_deref(),
+        SystemTime::now(),
+    );
+    if lifetime.is_zero() { None } else { Instant::now().checked_add(lifetime) }
+}
+
+/// Parses and validates a document body for `client_id`.
+fn parse_document(body: &[u8], client_id: &str) -> Result<CimdClient, CimdFailure> {
+    let doc: Value = serde_json::from_slice(body).map_err(|_| CimdFailure::NotJson)?;
+    moat_core::cimd::validate_document(&doc, client_id).map_err(CimdFailure::Document)
+}
+
+/// Parses and checks a key set body: a JSON object with a `keys` array of at most
+/// [`moat_core::cimd::MAX_JWKS_KEYS`] JSON objects, public keys only (RFC 7517 §5).
+fn parse_jwks(body: &[u8]) -> Result<Value, CimdFailure> {
+    let keys: Value =
+        serde_json::from_slice(body).map_err(|_| CimdFailure::KeySet(CimdError::KeySet("it is not valid JSON")))?;
+    moat_core::cimd::check_public_jwks(&keys).map_err(CimdFailure::KeySet)?;
+    Ok(keys)
+}
+
 impl CimdResolver {
     pub fn new(fetcher: SafeFetcher, metrics: Arc<Metrics>) -> Self {
+        Self::with_limits(fetcher, metrics, CacheLimits::default())
+    }
+
+    /// A resolver with other cache budgets (tests).
+    pub fn with_limits(fetcher: SafeFetcher, metrics: Arc<Metrics>, limits: CacheLimits) -> Self {
         Self {
-            fetcher,
-            metrics,
-            cache: Mutex::new(HashMap::new()),
-            inflight: Mutex::new(HashMap::new()),
-            logos: Mutex::new(HashMap::new()),
-            jwks: Mutex::new(HashMap::new()),
+            inner: Arc::new(Inner {
+                fetcher,
+                metrics,
+                documents: Mutex::new(ByteCache::new(limits.document_bytes, limits.entries)),
+                jwks: Mutex::new(ByteCache::new(limits.jwks_bytes, limits.entries)),
+                logos: Mutex::new(ByteCache::new(limits.logo_bytes, limits.entries)),
+                document_flights: SingleFlight::default(),
+                jwks_flights: SingleFlight::default(),
+            }),
         }
     }
 
     /// The fetcher, for other client-supplied URLs (`jwks_uri`).
     pub fn fetcher(&self) -> &SafeFetcher {
-        &self.fetcher
+        &self.inner.fetcher
+    }
+
+    /// Fetches of documents and key sets in progress (for tests and diagnostics).
+    pub fn inflight(&self) -> usize {
+        self.inner.document_flights.len().saturating_add(self.inner.jwks_flights.len())
+    }
+
+    /// What the caches hold (for tests and diagnostics).
+    pub fn cache_usage(&self) -> CacheUsage {
+        let (documents, document_bytes) = {
+            let c = lock(&self.inner.documents);
+            (c.len(), c.used())
+        };
+        let (key_sets, jwks_bytes) = {
+            let c = lock(&self.inner.jwks);
+            (c.len(), c.used())
+        };
+        let (logos, logo_bytes) = {
+            let c = lock(&self.inner.logos);
+            (c.len(), c.used())
+        };
+        CacheUsage { documents, document_bytes, key_sets, jwks_bytes, logos, logo_bytes }
     }
 
     /// Resolves a client id URL to a validated client.
     pub async fn resolve(&self, client_id: &str) -> Result<(Arc<CimdClient>, Source), CimdFailure> {
         if let Err(e) = moat_core::cimd::validate_client_id_url(client_id) {
             let failure = CimdFailure::Url(e);
-            self.metrics.cimd(failure.label());
+            self.inner.metrics.cimd(failure.label());
             return Err(failure);
         }
-        if let Some(c) = self.cached(client_id) {
-            self.metrics.cimd("cache_hit");
+        if let Some(c) = self.inner.cached_document(client_id) {
+            self.inner.metrics.cimd("cache_hit");
             return Ok((c, Source::Cache));
         }
-        let flight = {
-            let Ok(mut inflight) = self.inflight.lock() else { return Err(CimdFailure::Fetch(FetchError::Body)) };
-            Arc::clone(inflight.entry(client_id.to_owned()).or_insert_with(|| Arc::new(OnceCell::new())))
-        };
-        let result = flight.get_or_init(|| self.fetch_and_validate(client_id)).await.clone();
-        if let Ok(mut inflight) = self.inflight.lock()
-            && inflight.get(client_id).is_some_and(|f| Arc::ptr_eq(f, &flight))
-        {
-            inflight.remove(client_id);
-        }
-        result.map(|c| (c, Source::Fetched))
-    }
-
-    fn cached(&self, client_id: &str) -> Option<Arc<CimdClient>> {
-        let cache = self.cache.lock().ok()?;
-        cache.get(client_id).filter(|c| Instant::now() < c.fresh_until).map(|c| Arc::clone(&c.client))
-    }
-
-    async fn fetch_and_validate(&self, client_id: &str) -> Result<Arc<CimdClient>, CimdFailure> {
-        let outcome = self.fetch_document(client_id).await;
-        match &outcome {
-            Ok(_) => self.metrics.cimd("fetched"),
-            Err(e) => {
-                self.metrics.cimd(e.label());
-                tracing::warn!(client_id, reason = %e, "client metadata document rejected");
-            }
-        }
-        outcome
-    }
-
-    async fn fetch_document(&self, client_id: &str) -> Result<Arc<CimdClient>, CimdFailure> {
-        let fetched =
-            self.fetcher.fetch(client_id, Expect::Json, MAX_DOCUMENT_BYTES).await.map_err(CimdFailure::Fetch)?;
-        let doc: serde_json::Value = serde_json::from_slice(&fetched.body).map_err(|_| CimdFailure::NotJson)?;
-        let client = Arc::new(moat_core::cimd::validate_document(&doc, client_id).map_err(CimdFailure::Document)?);
-        let lifetime = ttl::freshness(
-            fetched.cache_control.as_deref(),
-            fetched.expires.as_deref(),
-            fetched.date.as_deref(),
-            fetched.age.as_deref(),
-            SystemTime::now(),
-        );
-        if !lifetime.is_zero()
-            && let Ok(mut cache) = self.cache.lock()
-        {
-            if cache.len() >= MAX_ENTRIES {
-                let now = Instant::now();
-                cache.retain(|_, c| now < c.fresh_until);
-                if cache.len() >= MAX_ENTRIES {
-                    cache.clear();
-                }
-            }
-            cache.insert(
-                client_id.to_owned(),
-                Cached { client: Arc::clone(&client), fresh_until: Instant::now() + lifetime },
-            );
-        }
-        Ok(client)
+        let inner = Arc::clone(&self.inner);
+        let id = client_id.to_owned();
+        let outcome =
+            self.inner.document_flights.run(client_id, move || async move { inner.fetch_document(&id).await });
+        outcome.await.unwrap_or(Err(CimdFailure::Interrupted)).map(|c| (c, Source::Fetched))
     }
 
     /// Fetches (or reuses) a client's logo and returns the key it is served under
     /// (`/logos/{key}`), or `None` when it cannot be fetched safely.
     pub async fn logo(&self, url: &str) -> Option<String> {
         let key = crate::crypto::sha256_hex(url.as_bytes());
-        if self.logos.lock().ok()?.get(&key).is_some_and(|l| Instant::now() < l.fresh_until) {
+        if lock(&self.inner.logos).fresh(&key, Instant::now()).is_some() {
             return Some(key);
         }
-        let fetched = match self.fetcher.fetch(url, Expect::Image, MAX_LOGO_BYTES).await {
+        let fetched = match self.inner.fetcher.fetch(url, Expect::Image, MAX_LOGO_BYTES).await {
             Ok(f) => f,
             Err(e) => {
-                self.metrics.cimd(&format!("logo_{}", e.label()));
+                self.inner.metrics.cimd(&format!("logo_{}", e.label()));
                 tracing::info!(url, reason = %e, "client logo not shown");
                 return None;
             }
@@ -194,65 +281,113 @@ impl CimdResolver {
             fetched.age.as_deref(),
             SystemTime::now(),
         )
-        .max(std::time::Duration::from_secs(60));
-        let mut logos = self.logos.lock().ok()?;
-        if logos.len() >= MAX_ENTRIES {
-            logos.clear();
-        }
-        logos.insert(
-            key.clone(),
-            Logo { bytes: fetched.body, content_type: fetched.content_type, fresh_until: Instant::now() + lifetime },
-        );
-        Some(key)
+        .max(MIN_LOGO_TTL);
+        let until = Instant::now().checked_add(lifetime)?;
+        // An exactly sized copy: the fetcher's buffer may have grown to twice the body.
+        let bytes = Bytes::copy_from_slice(&fetched.body);
+        let payload = bytes.len().saturating_add(fetched.content_type.len());
+        let logo = Logo { bytes, content_type: fetched.content_type };
+        lock(&self.inner.logos).insert(&key, logo, payload, until).then_some(key)
     }
 
     /// A cached logo by key.
     pub fn cached_logo(&self, key: &str) -> Option<Logo> {
-        self.logos.lock().ok()?.get(key).cloned()
+        lock(&self.inner.logos).get(key).map(|(logo, _)| logo)
     }
 
     /// A client's published key set (`jwks_uri`), cached per its HTTP headers. When `kid` is not
     /// in a cached set older than 30 s, the set is fetched again once (the client rotated).
-    pub async fn client_jwks(&self, url: &str, kid: Option<&str>) -> Result<serde_json::Value, CimdFailure> {
-        let cached = self.jwks.lock().ok().and_then(|m| m.get(url).cloned());
-        if let Some(entry) = &cached {
-            let knows_kid = kid.is_none_or(|k| !crate::jwk::candidates(&entry.keys, Some(k)).is_empty());
-            let fresh = Instant::now() < entry.fresh_until;
-            if fresh && (knows_kid || entry.fetched_at.elapsed() < std::time::Duration::from_secs(30)) {
-                return Ok(entry.keys.clone());
+    /// Concurrent fetches of one URL share one fetch, counted as `jwks_fetched` or
+    /// `jwks_<reason>`.
+    pub async fn client_jwks(&self, url: &str, kid: Option<&str>) -> Result<Value, CimdFailure> {
+        if let Some((keys, fetched_at)) = self.inner.cached_jwks(url) {
+            let knows_kid = kid.is_none_or(|k| !crate::jwk::candidates(&keys, Some(k)).is_empty());
+            if knows_kid || fetched_at.elapsed() < KID_REFETCH_INTERVAL {
+                self.inner.metrics.cimd("jwks_cache_hit");
+                return Ok(keys);
             }
         }
-        let fetched = self.fetcher.fetch(url, Expect::Json, MAX_JWKS_BYTES).await.map_err(CimdFailure::Fetch)?;
-        let keys: serde_json::Value = serde_json::from_slice(&fetched.body).map_err(|_| CimdFailure::NotJson)?;
-        if !keys.get("keys").is_some_and(serde_json::Value::is_array) {
-            return Err(CimdFailure::NotJson);
-        }
-        let lifetime = ttl::freshness(
-            fetched.cache_control.as_deref(),
-            fetched.expires.as_deref(),
-            fetched.date.as_deref(),
-            fetched.age.as_deref(),
-            SystemTime::now(),
-        );
-        if let Ok(mut m) = self.jwks.lock() {
-            if m.len() >= MAX_ENTRIES {
-                m.clear();
-            }
-            m.insert(
-                url.to_owned(),
-                CachedJwks { keys: keys.clone(), fresh_until: Instant::now() + lifetime, fetched_at: Instant::now() },
-            );
-        }
-        Ok(keys)
+        let inner = Arc::clone(&self.inner);
+        let owned = url.to_owned();
+        let outcome = self.inner.jwks_flights.run(url, move || async move { inner.fetch_jwks(&owned).await });
+        outcome.await.unwrap_or(Err(CimdFailure::Interrupted)).map(|keys| Value::clone(&keys))
     }
 }
 
-/// Largest client key set fetched from a `jwks_uri`.
-pub const MAX_JWKS_BYTES: usize = 16 * 1024;
+impl Inner {
+    /// A fresh cached document, parsed again from its bytes.
+    fn cached_document(&self, client_id: &str) -> Option<Arc<CimdClient>> {
+        let body = lock(&self.documents).fresh(client_id, Instant::now())?;
+        match parse_document(&body, client_id) {
+            Ok(c) => Some(Arc::new(c)),
+            Err(_) => {
+                // Cannot happen (only validated bodies are cached); fetch again rather than fail.
+                lock(&self.documents).remove(client_id);
+                None
+            }
+        }
+    }
 
-#[derive(Clone)]
-struct CachedJwks {
-    keys: serde_json::Value,
-    fresh_until: Instant,
-    fetched_at: Instant,
+    /// A fresh cached key set, parsed again from its bytes, with when it was fetched.
+    fn cached_jwks(&self, url: &str) -> Option<(Value, Instant)> {
+        let cached = lock(&self.jwks).fresh(url, Instant::now())?;
+        match parse_jwks(&cached.body) {
+            Ok(keys) => Some((keys, cached.fetched_at)),
+            Err(_) => {
+                lock(&self.jwks).remove(url);
+                None
+            }
+        }
+    }
+
+    /// Runs in the flight's own task: fetches, validates, caches, and logs and counts the
+    /// outcome whether or not anyone still waits for it.
+    async fn fetch_document(&self, client_id: &str) -> DocumentOutcome {
+        let outcome = self.fetch_and_validate_document(client_id).await;
+        match &outcome {
+            Ok(_) => self.metrics.cimd("fetched"),
+            Err(e) => {
+                self.metrics.cimd(e.label());
+                tracing::warn!(client_id, reason = %e, "client metadata document rejected");
+            }
+        }
+        outcome
+    }
+
+    async fn fetch_and_validate_document(&self, client_id: &str) -> DocumentOutcome {
+        let fetched =
+            self.fetcher.fetch(client_id, Expect::Json, MAX_DOCUMENT_BYTES).await.map_err(CimdFailure::Fetch)?;
+        let client = Arc::new(parse_document(&fetched.body, client_id)?);
+        if let Some(until) = fresh_until(&fetched) {
+            // An exactly sized copy: the fetcher's buffer may have grown to twice the body.
+            let body = Bytes::copy_from_slice(&fetched.body);
+            let payload = body.len();
+            lock(&self.documents).insert(client_id, body, payload, until);
+        }
+        Ok(client)
+    }
+
+    /// As [`Inner::fetch_document`], for a key set.
+    async fn fetch_jwks(&self, url: &str) -> JwksOutcome {
+        let outcome = self.fetch_and_check_jwks(url).await;
+        match &outcome {
+            Ok(_) => self.metrics.cimd("jwks_fetched"),
+            Err(e) => {
+                self.metrics.cimd(&format!("jwks_{}", e.label()));
+                tracing::warn!(url, reason = %e, "client key set (jwks_uri) rejected");
+            }
+        }
+        outcome
+    }
+
+    async fn fetch_and_check_jwks(&self, url: &str) -> JwksOutcome {
+        let fetched = self.fetcher.fetch(url, Expect::Json, MAX_JWKS_BYTES).await.map_err(CimdFailure::Fetch)?;
+        let keys = parse_jwks(&fetched.body)?;
+        if let Some(until) = fresh_until(&fetched) {
+            let body = Bytes::copy_from_slice(&fetched.body);
+            let payload = body.len();
+            lock(&self.jwks).insert(url, CachedJwks { body, fetched_at: Instant::now() }, payload, until);
+        }
+        Ok(Arc::new(keys))
+    }
 }

@@ -25,7 +25,15 @@ pub fn freshness(
             }
             if let Some(v) = directive.strip_prefix("max-age=") {
                 // A malformed max-age is treated as stale (RFC 9111 §4.2.1).
-                max_age = Some(v.trim_matches('"').parse::<u64>().unwrap_or(0));
+                let value = v.trim_matches('"').parse::<u64>().unwrap_or(0);
+                // Conflicting max-age directives (more likely now that every Cache-Control
+                // field line is combined, RFC 9110 §5.3) make the response stale: RFC 9111
+                // §4.2.1 allows either the first or "stale"; stale cannot be abused to
+                // stretch a lifetime.
+                if max_age.is_some_and(|m| m != value) {
+                    return Duration::ZERO;
+                }
+                max_age = Some(value);
             }
         }
     }
@@ -63,6 +71,9 @@ mod tests {
         assert_eq!(f(Some("max-age=600, no-cache"), None, None), Duration::ZERO);
         assert_eq!(f(Some("max-age=junk"), None, None), Duration::ZERO);
         assert_eq!(f(Some("max-age=99999999"), None, None), MAX_TTL);
+        assert_eq!(f(Some("max-age=600, max-age=600"), None, None), Duration::from_secs(600));
+        assert_eq!(f(Some("max-age=600, max-age=60000"), None, None), Duration::ZERO, "conflicting max-age");
+        assert_eq!(f(Some("max-age=600, public, no-store"), None, None), Duration::ZERO);
         assert_eq!(f(None, None, None), DEFAULT_TTL);
         let in_an_hour = httpdate::fmt_http_date(now + Duration::from_secs(3600));
         assert_eq!(f(None, Some(&in_an_hour), None), Duration::from_secs(3600));

@@ -144,7 +144,16 @@ impl Resolve for VettingResolver {
         Box::pin(async move {
             let ips: Vec<IpAddr> = match overrides.get(&host) {
                 Some(ips) => ips.clone(),
-                None => tokio::net::lookup_host((host.as_str(), 0)).await?.map(|a| a.ip()).collect(),
+                // A resolver failure (NXDOMAIN, SERVFAIL, no resolver) is reported as
+                // `FetchError::Resolve`, which `classify` finds in reqwest's error chain, so the
+                // metric and log say `dns` rather than `connect`.
+                None => match tokio::net::lookup_host((host.as_str(), 0)).await {
+                    Ok(addrs) => addrs.map(|a| a.ip()).collect(),
+                    Err(e) => {
+                        tracing::debug!(host, error = %e, "resolving a client-supplied host failed");
+                        return Err(Box::new(FetchError::Resolve) as Box<dyn std::error::Error + Send + Sync>);
+                    }
+                },
             };
             vet_all(&ips, allow_loopback).map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { Box::new(e) })?;
             let addrs: Addrs = Box::new(ips.into_iter().map(|ip| SocketAddr::new(ip, 0)));
@@ -244,7 +253,7 @@ impl SafeFetcher {
             }
             let header =
                 |name: header::HeaderName| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-            let cache_control = header(header::CACHE_CONTROL);
+            let cache_control = combined_field(resp.headers(), &header::CACHE_CONTROL);
             let expires = header(header::EXPIRES);
             let age = header(header::AGE);
             let date = header(header::DATE);
@@ -259,6 +268,16 @@ impl SafeFetcher {
         };
         tokio::time::timeout(self.settings.total_timeout, fut).await.map_err(|_| FetchError::Timeout)?
     }
+}
+
+/// All field lines of a list-valued header combined into one value, as RFC 9110 §5.3 defines
+/// (in order, joined with ", "), so that e.g. a `no-store` on a second `Cache-Control` line is
+/// seen. Bytes that are not visible ASCII are kept (lossily) rather than dropping the line,
+/// which could hide a directive.
+fn combined_field(headers: &header::HeaderMap, name: &header::HeaderName) -> Option<String> {
+    let lines: Vec<String> =
+        headers.get_all(name).iter().map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()).collect();
+    (!lines.is_empty()).then(|| lines.join(", "))
 }
 
 fn source_chain(e: &(dyn std::error::Error + 'static)) -> Option<FetchError> {
@@ -338,6 +357,37 @@ mod tests {
                 other => panic!("{url}: expected a forbidden address, got {other:?}"),
             }
         }
+    }
+
+    #[tokio::test]
+    async fn resolver_failures_are_dns_errors() {
+        // RFC 6761 §6.4: `.invalid` names never resolve.
+        let err = fetcher().fetch("https://moat-fetch-test.invalid/client.json", Expect::Json, 5120).await.unwrap_err();
+        assert_eq!(err, FetchError::Resolve);
+        assert_eq!(err.label(), "dns");
+    }
+
+    #[test]
+    fn cache_control_field_lines_are_combined() {
+        let mut h = header::HeaderMap::new();
+        assert_eq!(combined_field(&h, &header::CACHE_CONTROL), None);
+        h.append(header::CACHE_CONTROL, header::HeaderValue::from_static("public, max-age=300"));
+        assert_eq!(combined_field(&h, &header::CACHE_CONTROL).as_deref(), Some("public, max-age=300"));
+        h.append(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+        let combined = combined_field(&h, &header::CACHE_CONTROL);
+        assert_eq!(combined.as_deref(), Some("public, max-age=300, no-store"));
+        let now = std::time::SystemTime::now();
+        assert_eq!(
+            crate::cimd::ttl::freshness(combined.as_deref(), None, None, None, now),
+            Duration::ZERO,
+            "no-store on any line wins"
+        );
+        // A line with non-ASCII bytes is kept, not dropped with its directives.
+        let mut h = header::HeaderMap::new();
+        h.append(header::CACHE_CONTROL, header::HeaderValue::from_static("max-age=300"));
+        h.append(header::CACHE_CONTROL, header::HeaderValue::from_bytes(b"no-store, x=\xe9").unwrap());
+        let combined = combined_field(&h, &header::CACHE_CONTROL);
+        assert_eq!(crate::cimd::ttl::freshness(combined.as_deref(), None, None, None, now), Duration::ZERO);
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //!
 //! Rotation rule (DESIGN.md §4): a new key is published before it signs (its `activates_at` lies
 //! `key_publish_delay_seconds` in the future, longer than the JWKS `max-age`), and a retiring key
-//! stays published until every token it signed has expired.
+//! stays published until every token it signed has expired. The one exception: when no stored
+//! key can sign, a new key signs at once (no token is being issued, so no cached JWKS can lack
+//! it in a way that matters, and waiting would stop all issuance for the delay).
 
 use std::sync::{Arc, RwLock};
 
@@ -205,13 +207,26 @@ impl KeyRing {
         Self { store, sealer, keys: RwLock::new(Arc::new(Vec::new())) }
     }
 
-    /// Creates the first key when there is none (nothing can have cached an empty key set,
-    /// so it may sign at once), then loads all keys.
+    /// Makes sure some stored key can sign at `now`, then loads all keys. When none can (an
+    /// empty database, or only keys not yet active, retired or unpublished, as a rotation
+    /// before the first start used to leave), a new key is added that signs at once: no key
+    /// signs, so no resource server can hold a cached JWKS that a token of this key would
+    /// contradict. It is stored like a rotation, so one key stays in line to sign and any
+    /// other unretired key retires.
     pub async fn ensure_and_load(&self, alg: SigningAlg, now: i64) -> anyhow::Result<()> {
-        if self.store.list_signing_keys().await?.is_empty() {
+        let stored = self.store.list_signing_keys().await?;
+        if !stored.iter().any(|k| can_sign(k, now)) {
             let rec = generate_key(alg, &self.sealer, now, now)?;
-            self.store.insert_signing_key(&rec).await?;
-            tracing::info!(kid = %rec.kid, alg = %rec.alg, "generated the first signing key");
+            self.store.rotate_signing_key(&rec, MAX_ACCESS_TOKEN_TTL).await?;
+            if stored.is_empty() {
+                tracing::info!(kid = %rec.kid, alg = %rec.alg, "generated the first signing key");
+            } else {
+                tracing::warn!(
+                    kid = %rec.kid,
+                    alg = %rec.alg,
+                    "no stored signing key could sign; generated one that signs at once"
+                );
+            }
         }
         self.reload().await
     }
@@ -233,17 +248,21 @@ impl KeyRing {
         self.keys.read().map(|g| Arc::clone(&g)).unwrap_or_default()
     }
 
-    /// The key that signs at `now`: the most recently activated key that has not retired.
+    /// The key that signs at `now`: the most recently activated key that has not retired. If
+    /// every active key has retired (rotations no longer leave that state, but a database may
+    /// hold it), the most recently activated key still in the JWKS, so its tokens verify; never
+    /// one that has left the JWKS: then nothing signs.
     pub fn current(&self, now: i64) -> Option<Arc<LoadedKey>> {
         let keys = self.snapshot();
-        let pick = |k: &&Arc<LoadedKey>| k.activates_at <= now && k.retires_at.is_none_or(|r| now < r);
+        let newest = |a: &&Arc<LoadedKey>, b: &&Arc<LoadedKey>| {
+            a.activates_at.cmp(&b.activates_at).then_with(|| a.kid.cmp(&b.kid))
+        };
+        let active = |k: &&Arc<LoadedKey>| k.activates_at <= now && k.published_at(now);
         keys.iter()
-            .filter(pick)
-            .max_by(|a, b| a.activates_at.cmp(&b.activates_at).then_with(|| a.kid.cmp(&b.kid)))
-            .or_else(|| {
-                // Every key retired (should not happen): fall back to the newest active one.
-                keys.iter().filter(|k| k.activates_at <= now).max_by_key(|k| k.activates_at)
-            })
+            .filter(active)
+            .filter(|k| k.retires_at.is_none_or(|r| now < r))
+            .max_by(newest)
+            .or_else(|| keys.iter().filter(active).max_by(newest))
             .cloned()
     }
 
@@ -256,7 +275,15 @@ impl KeyRing {
 
     /// Signs a JWT with the current key: header `{"alg","kid","typ"}`.
     pub fn sign_jwt(&self, typ: &str, claims: &impl serde::Serialize, now: i64) -> anyhow::Result<String> {
-        let key = self.current(now).ok_or_else(|| anyhow!("no signing key is active"))?;
+        // Rotations keep a key in line to sign, and `moat serve` adds one at start when none
+        // can; reaching this means the stored keys are in a state no rotation leaves (edited by
+        // hand, or left by an older Moat).
+        let key = self.current(now).ok_or_else(|| {
+            anyhow!(concat!(
+                "no signing key can sign now (none is active and published): ",
+                "run `moat keys rotate` (it then signs at once) or restart `moat serve`"
+            ))
+        })?;
         let header = json!({"alg": key.alg.as_str(), "kid": key.kid, "typ": typ});
         let mut out = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header)?);
         out.push('.');
@@ -295,9 +322,23 @@ impl KeyRing {
     }
 }
 
+/// Whether a stored key can sign at `now`: active, not retired, and in the JWKS.
+fn can_sign(k: &SigningKeyRecord, now: i64) -> bool {
+    k.activates_at <= now && k.retires_at.is_none_or(|r| now < r) && k.unpublish_at.is_none_or(|u| now < u)
+}
+
 /// Rotates keys in the store: a new key of `alg`, published now and signing after
-/// `publish_delay`; every key still signing retires when it activates and stays published for
-/// [`MAX_ACCESS_TOKEN_TTL`] more. Returns the new key's record.
+/// `publish_delay`; every older key still in line to sign retires when it activates and stays
+/// published for [`MAX_ACCESS_TOKEN_TTL`] more. Returns the new key's record.
+///
+/// When no stored key can sign at `now` (say `moat keys rotate` before the first `moat serve`),
+/// the new key signs at once: the delay exists so caches learn a key before tokens use it, and
+/// with no key signing no token can be verified against a cached JWKS anyway, whereas waiting
+/// would leave the server unable to issue any token for the whole delay.
+///
+/// Insertion and retirement are one store transaction that retires only keys older than the
+/// newest, so concurrent rotations (several operators, instances or timers) never retire each
+/// other's new key: the newest stays and all others retire.
 pub async fn rotate(
     store: &DynStore,
     sealer: &Sealer,
@@ -305,16 +346,10 @@ pub async fn rotate(
     now: i64,
     publish_delay: i64,
 ) -> anyhow::Result<SigningKeyRecord> {
-    let activates_at = now.saturating_add(publish_delay);
+    let signing = store.list_signing_keys().await?.iter().any(|k| can_sign(k, now));
+    let activates_at = if signing { now.saturating_add(publish_delay) } else { now };
     let rec = generate_key(alg, sealer, now, activates_at)?;
-    // Publish the new key first: if we crash before retiring the old one, nothing breaks.
-    store.insert_signing_key(&rec).await?;
-    for old in store.list_signing_keys().await? {
-        if old.kid != rec.kid && old.retires_at.is_none() {
-            let retires_at = activates_at.max(old.activates_at);
-            store.retire_signing_key(&old.kid, retires_at, retires_at.saturating_add(MAX_ACCESS_TOKEN_TTL)).await?;
-        }
-    }
+    store.rotate_signing_key(&rec, MAX_ACCESS_TOKEN_TTL).await?;
     Ok(rec)
 }
 

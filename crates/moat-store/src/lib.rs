@@ -145,6 +145,7 @@ pub struct PurgeStats {
     pub families: u64,
     pub revoked_jtis: u64,
     pub assertion_jtis: u64,
+    /// Never-used dynamic and metadata-document clients.
     pub unused_dynamic_clients: u64,
 }
 
@@ -203,7 +204,8 @@ pub trait Store: Send + Sync + 'static {
     async fn upsert_cimd_client(&self, client: &Client) -> Result<Client>;
     /// All clients, or those of one resource; ordered by creation time.
     async fn list_clients(&self, resource: Option<&ResourceId>) -> Result<Vec<Client>>;
-    /// An enabled dynamic client of `resource` registered with this fingerprint.
+    /// An enabled dynamic client of `resource` registered with this fingerprint: one already
+    /// used if any, else the newest (the one furthest from expiring unused).
     async fn find_client_by_fingerprint(&self, resource: &ResourceId, fingerprint: &str) -> Result<Option<Client>>;
     /// Enables or disables a client; disabling revokes all its refresh families at that
     /// resource. `false` when no such client.
@@ -302,6 +304,14 @@ pub trait Store: Send + Sync + 'static {
     async fn list_signing_keys(&self) -> Result<Vec<SigningKeyRecord>>;
     /// Sets `retires_at`/`unpublish_at` of a key.
     async fn retire_signing_key(&self, kid: &str, retires_at: i64, unpublish_at: i64) -> Result<bool>;
+    /// A rotation, atomically: stores `key`, then retires every unretired key that is older
+    /// (in [`Store::list_signing_keys`] order: creation, activation, kid) than the newest
+    /// unretired key — normally `key` itself, unless a concurrent rotation stored a newer one.
+    /// A retired key retires when that newest key activates (or at its own activation, if
+    /// later) and is unpublished `unpublish_after` seconds after retiring. The newest key is
+    /// never retired, so rotations racing on one database (on several instances) leave exactly
+    /// one unretired key, the newest, instead of retiring each other's new key.
+    async fn rotate_signing_key(&self, key: &SigningKeyRecord, unpublish_after: i64) -> Result<()>;
 
     // ---- audit log ---------------------------------------------------------------------------
 
@@ -313,8 +323,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes what can no longer be used: expired pending requests, codes, sessions (absolute
     /// expiry or idle since `session_idle_cutoff`), refresh tokens and families, revoked-jti
-    /// entries, assertion jtis, and dynamic clients never used and created before
-    /// `unused_client_cutoff`.
+    /// entries, assertion jtis, and dynamic and metadata-document clients never used and created
+    /// before `unused_client_cutoff`.
     async fn purge_expired(&self, now: i64, session_idle_cutoff: i64, unused_client_cutoff: i64) -> Result<PurgeStats>;
 }
 

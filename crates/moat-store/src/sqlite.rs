@@ -324,6 +324,10 @@ impl Store for SqliteStore {
         keys::retire(self, kid, retires_at, unpublish_at).await
     }
 
+    async fn rotate_signing_key(&self, key: &SigningKeyRecord, unpublish_after: i64) -> Result<()> {
+        keys::rotate(self, key, unpublish_after).await
+    }
+
     async fn append_audit_events(&self, events: &[AuditEvent]) -> Result<()> {
         audit::append(self, events).await
     }

@@ -14,7 +14,8 @@ use crate::state::now;
 pub enum KeysCmd {
     /// Create a new signing key: published now, signing after the publish delay
     /// (`key_publish_delay_seconds`); the current key retires then and stays published until
-    /// the tokens it signed have expired.
+    /// the tokens it signed have expired. If no key can sign yet (a new database), the new key
+    /// signs at once.
     Rotate {
         /// Algorithm of the new key (default: the `signing_alg` setting).
         #[arg(long)]
@@ -50,7 +51,17 @@ pub async fn run(cmd: KeysCmd, ctx: &Ctx) -> anyhow::Result<()> {
             if json {
                 return print_json(&json!({ "kid": rec.kid, "alg": rec.alg, "activates_at": rec.activates_at }));
             }
-            out!("new key {} ({}) is published now and signs from {} (Unix time)", rec.kid, rec.alg, rec.activates_at);
+            // A key signs at once when no stored key could sign (or the delay is 0).
+            if rec.activates_at <= rec.created_at {
+                out!("new key {} ({}) is published and signs now", rec.kid, rec.alg);
+            } else {
+                out!(
+                    "new key {} ({}) is published now and signs from {} (Unix time)",
+                    rec.kid,
+                    rec.alg,
+                    rec.activates_at
+                );
+            }
             Ok(())
         }
         KeysCmd::List { json } => {

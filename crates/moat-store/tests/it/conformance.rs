@@ -59,6 +59,7 @@ macro_rules! conformance_suite {
             access_token_revocation,
             assertion_jti_single_use,
             signing_keys_lifecycle,
+            signing_key_rotation_retires_only_older_keys,
             audit_paging_and_filters,
             purge_removes_only_what_is_expired,
         );
@@ -1506,6 +1507,13 @@ pub async fn purge_removes_only_what_is_expired(store: DynStore) {
     let mut pre_old = fixtures::client(&w.resource.id);
     pre_old.created_at = now - 500;
     store.create_client(&pre_old).await.unwrap();
+    // Metadata-document clients expire unused the same way (recorded again on their next use).
+    let mut cimd_old = fixtures::cimd_client(&w.resource.id, "https://old.example/client.json");
+    cimd_old.created_at = now - 500;
+    store.upsert_cimd_client(&cimd_old).await.unwrap();
+    let mut cimd_used = fixtures::cimd_client(&w.resource.id, "https://used.example/client.json");
+    (cimd_used.created_at, cimd_used.last_used_at) = (now - 500, Some(now - 400));
+    store.upsert_cimd_client(&cimd_used).await.unwrap();
 
     let stats = store.purge_expired(now, now - 100, now - 200).await.unwrap();
     assert_eq!(
@@ -1521,9 +1529,11 @@ pub async fn purge_removes_only_what_is_expired(store: DynStore) {
             families: 1,
             revoked_jtis: 1,
             assertion_jtis: 1,
-            unused_dynamic_clients: 1,
+            unused_dynamic_clients: 2,
         }
     );
+    assert!(store.get_client(&w.resource.id, &cimd_old.id).await.unwrap().is_none());
+    assert!(store.get_client(&w.resource.id, &cimd_used.id).await.unwrap().is_some());
 
     assert!(store.get_authorization_request(&old_req.id).await.unwrap().is_none());
     assert!(store.get_authorization_request(&live_req.id).await.unwrap().is_some());
@@ -1564,4 +1574,85 @@ pub async fn purge_removes_only_what_is_expired(store: DynStore) {
 
     // Nothing expired is left: purging again at the same time removes nothing.
     assert_eq!(store.purge_expired(now, now - 100, now - 200).await.unwrap(), PurgeStats::default());
+}
+
+// ---- signing-key rotation ----------------------------------------------------------------------
+
+/// Seconds a retired key stays published in these checks.
+const UNPUBLISH_AFTER: i64 = 86_400;
+
+fn unretired(keys: &[SigningKeyRecord]) -> Vec<&str> {
+    keys.iter().filter(|k| k.retires_at.is_none()).map(|k| k.kid.as_str()).collect()
+}
+
+pub async fn signing_key_rotation_retires_only_older_keys(store: DynStore) {
+    let stored = |kid: &'static str| {
+        let store = std::sync::Arc::clone(&store);
+        async move { store.list_signing_keys().await.unwrap().into_iter().find(|k| k.kid == kid).unwrap() }
+    };
+    // The first key: nothing to retire.
+    let a = SigningKeyRecord { activates_at: NOW, ..key("rot-a", NOW) };
+    store.rotate_signing_key(&a, UNPUBLISH_AFTER).await.unwrap();
+    assert_eq!(store.list_signing_keys().await.unwrap(), vec![a.clone()]);
+
+    // A newer key: the older one retires when the newer activates.
+    let b = key("rot-b", NOW + 10);
+    store.rotate_signing_key(&b, UNPUBLISH_AFTER).await.unwrap();
+    let old = stored("rot-a").await;
+    assert_eq!((old.retires_at, old.unpublish_at), (Some(b.activates_at), Some(b.activates_at + UNPUBLISH_AFTER)));
+    assert_eq!(stored("rot-b").await, b);
+
+    // A key older than the newest (a skewed clock, or a rotation that lost a race) retires
+    // itself, at its own activation since that is later: it never signs. The newest stays, and
+    // a key already retired keeps its times.
+    let c = SigningKeyRecord { activates_at: NOW + 700, ..key("rot-c", NOW + 5) };
+    store.rotate_signing_key(&c, UNPUBLISH_AFTER).await.unwrap();
+    let keys = store.list_signing_keys().await.unwrap();
+    assert_eq!(unretired(&keys), vec!["rot-b"]);
+    let c_now = stored("rot-c").await;
+    assert_eq!((c_now.retires_at, c_now.unpublish_at), (Some(NOW + 700), Some(NOW + 700 + UNPUBLISH_AFTER)));
+    assert_eq!(stored("rot-a").await, old);
+
+    // A newer key that activates before the pending one: the pending one retires at its own
+    // activation (it never signs), not before it could.
+    let d = SigningKeyRecord { activates_at: NOW + 20, ..key("rot-d", NOW + 20) };
+    store.rotate_signing_key(&d, UNPUBLISH_AFTER).await.unwrap();
+    let keys = store.list_signing_keys().await.unwrap();
+    assert_eq!(unretired(&keys), vec!["rot-d"]);
+    assert_eq!(stored("rot-b").await.retires_at, Some(b.activates_at));
+
+    // A kid already stored is a conflict, and nothing is retired.
+    let dup = SigningKeyRecord { created_at: NOW + 30, ..d.clone() };
+    assert!(is_conflict(store.rotate_signing_key(&dup, UNPUBLISH_AFTER).await));
+    assert_eq!(store.list_signing_keys().await.unwrap(), keys);
+
+    // Racing rotations never retire each other's key: exactly the newest stays unretired, and
+    // every other key retires when a newer key activates (the newest one a rotation saw), so
+    // at every moment some key signs.
+    let mut racers = JoinSet::new();
+    for i in 0..16_i64 {
+        let store = std::sync::Arc::clone(&store);
+        racers.spawn(async move {
+            let k = key(&format!("race-{i:02}"), NOW + 100 + i);
+            store.rotate_signing_key(&k, UNPUBLISH_AFTER).await.unwrap();
+        });
+    }
+    while let Some(done) = racers.join_next().await {
+        done.unwrap();
+    }
+    let keys = store.list_signing_keys().await.unwrap();
+    assert_eq!(keys.len(), 4 + 16);
+    assert_eq!(unretired(&keys), vec!["race-15"]);
+    let newest = keys.last().unwrap();
+    assert_eq!(newest.kid, "race-15");
+    for (i, k) in keys.iter().enumerate().filter(|(_, k)| k.retires_at.is_some()) {
+        let retires_at = k.retires_at.unwrap();
+        let newer = &keys[i + 1..];
+        assert!(
+            newer.iter().any(|n| retires_at == n.activates_at.max(k.activates_at)),
+            "{} retires at {retires_at}, neither when a newer key activates nor at its own activation after that",
+            k.kid
+        );
+        assert_eq!(k.unpublish_at, Some(retires_at + UNPUBLISH_AFTER), "{}", k.kid);
+    }
 }

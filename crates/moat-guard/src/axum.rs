@@ -13,7 +13,10 @@
 //! a limit), reads the JSON-RPC `method` and `params.name` (a body that is not a JSON-RPC message
 //! or batch gets `400`: fail closed), and rebuilds the request with the same bytes; checks the
 //! scopes; puts [`Claims`] into the request extensions; strips the
-//! `Authorization` header; and calls the MCP service.
+//! `Authorization` header; refuses with `404` a request naming an MCP session (`Mcp-Session-Id`)
+//! bound to another `(iss, sub)`; calls the MCP service; and binds a session id the response
+//! hands out to the caller (forgetting it when the owner's `DELETE` succeeds). See
+//! `crate::session` for why.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -145,10 +148,25 @@ where
             if request.method() == Method::OPTIONS {
                 return inner.call(request).await.map(|r| r.map(Body::new));
             }
-            match guard.admit(request).await {
-                Ok(request) => inner.call(request).await.map(|r| r.map(Body::new)),
-                Err(rejection) => Ok(guard.rejection_into_response(&rejection)),
+            let request = match guard.admit(request).await {
+                Ok(request) => request,
+                Err(rejection) => return Ok(guard.rejection_into_response(&rejection)),
+            };
+            // After the scope checks, so a caller without the scopes gets the same 403 whether
+            // or not the session it names belongs to someone else.
+            let check = match request.extensions().get::<Claims>() {
+                Some(claims) => match guard.check_session(claims, request.method(), request.headers()) {
+                    Ok(check) => Some(check),
+                    Err(rejection) => return Ok(guard.rejection_into_response(&rejection)),
+                },
+                // `admit` always inserts the claims; nothing to bind without them.
+                None => None,
+            };
+            let response = inner.call(request).await?;
+            if let Some(check) = &check {
+                guard.record_session_response(check, response.status(), response.headers());
             }
+            Ok(response.map(Body::new))
         })
     }
 }

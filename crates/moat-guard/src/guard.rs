@@ -6,6 +6,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use serde_json::Value;
@@ -16,6 +17,7 @@ use crate::error::{ConfigError, ValidationError};
 use crate::metadata::ProtectedResourceMetadata;
 use crate::policy::ScopePolicy;
 use crate::scope::is_scope_token;
+use crate::session::SessionBindings;
 use crate::validator::Validator;
 
 /// Settings of a [`Guard`].
@@ -45,6 +47,21 @@ pub struct GuardConfig {
     /// Overrides the metadata URL put in challenges (default: the path-inserted well-known URL
     /// of `resource`).
     pub resource_metadata_url: Option<String>,
+    /// Bind each MCP session (`Mcp-Session-Id`) to the `(iss, sub)` of the token that created
+    /// it, and answer `404` to a request naming it under another `(iss, sub)` (MCP security best
+    /// practices, Session Hijacking: servers SHOULD bind session IDs to user-specific
+    /// information). Done by the tower layer. On by default.
+    pub bind_sessions: bool,
+    /// Most session bindings remembered; the least recently used is forgotten first (a
+    /// forgotten session is unknown to the guard and the server decides). 0 disables binding.
+    pub max_bound_sessions: usize,
+    /// Most session bindings remembered per `(iss, sub)`; that user's least recently used is
+    /// forgotten first, so one account opening sessions in a loop cannot push other users'
+    /// bindings out. 0 disables binding.
+    pub max_bound_sessions_per_user: usize,
+    /// A binding without a request for this long is forgotten. Keep it longer than the
+    /// server's own session idle timeout (rmcp's default keep-alive is 5 minutes).
+    pub session_idle_ttl: Duration,
 }
 
 impl Default for GuardConfig {
@@ -68,6 +85,10 @@ impl GuardConfig {
             max_body_bytes: 4 * 1024 * 1024,
             strip_authorization: true,
             resource_metadata_url: None,
+            bind_sessions: true,
+            max_bound_sessions: 100_000,
+            max_bound_sessions_per_user: 1_000,
+            session_idle_ttl: Duration::from_secs(24 * 60 * 60),
         }
     }
 
@@ -108,6 +129,21 @@ impl GuardConfig {
         self.max_body_bytes = bytes;
         self
     }
+
+    /// Turns MCP session binding on (the default) or off (see [`GuardConfig::bind_sessions`]).
+    pub fn with_session_binding(mut self, enabled: bool) -> Self {
+        self.bind_sessions = enabled;
+        self
+    }
+
+    /// Sets the session binding limits: total bindings, bindings per `(iss, sub)`, and the idle
+    /// time after which a binding is forgotten.
+    pub fn with_session_limits(mut self, max_sessions: usize, max_per_user: usize, idle_ttl: Duration) -> Self {
+        self.max_bound_sessions = max_sessions;
+        self.max_bound_sessions_per_user = max_per_user;
+        self.session_idle_ttl = idle_ttl;
+        self
+    }
 }
 
 /// Why a request was refused.
@@ -137,6 +173,10 @@ pub enum Rejection {
     /// The body could not be read, or the scope policy must read it and it is not a JSON-RPC
     /// message or batch (`400`).
     BadRequest(&'static str),
+    /// The request names an MCP session bound to another `(iss, sub)` (`404`, with the body
+    /// rmcp sends for an unknown session: the MCP transport's answer for a session the server
+    /// does not know, so nothing about other users' sessions leaks).
+    SessionNotFound,
 }
 
 /// The bearer token of a request, from the `Authorization` header only (RFC 6750 §2.1).
@@ -187,6 +227,8 @@ struct GuardInner {
     metadata_paths: Vec<String>,
     challenge_scopes: Vec<String>,
     supported: BTreeSet<String>,
+    /// `None` when session binding is off.
+    sessions: Option<SessionBindings>,
 }
 
 impl std::fmt::Debug for Guard {
@@ -236,6 +278,11 @@ impl Guard {
         let root = "/.well-known/oauth-protected-resource".to_owned();
         let metadata_paths = if path == root { vec![root] } else { vec![path, root] };
         let challenge_scopes = config.challenge_scopes.clone().unwrap_or_else(|| scopes_supported.clone());
+        let sessions = if config.bind_sessions {
+            SessionBindings::new(config.max_bound_sessions, config.max_bound_sessions_per_user, config.session_idle_ttl)
+        } else {
+            None
+        };
         Ok(Self {
             inner: Arc::new(GuardInner {
                 validator,
@@ -248,6 +295,7 @@ impl Guard {
                 metadata_url,
                 metadata_paths,
                 challenge_scopes,
+                sessions,
             }),
         })
     }
@@ -275,6 +323,11 @@ impl Guard {
     /// The metadata URL challenges point to.
     pub fn resource_metadata_url(&self) -> &str {
         &self.inner.metadata_url
+    }
+
+    /// The session bindings, when on.
+    pub(crate) fn session_bindings(&self) -> Option<&SessionBindings> {
+        self.inner.sessions.as_ref()
     }
 
     /// Paths the metadata is served at: the path-inserted one for the endpoint and the root one
@@ -358,15 +411,24 @@ impl Guard {
             Rejection::InsufficientScope { scopes, description } => {
                 Some(BearerChallenge::insufficient_scope(url, scopes, description.clone()))
             }
-            Rejection::KeysUnavailable | Rejection::PayloadTooLarge | Rejection::BadRequest(_) => None,
+            Rejection::KeysUnavailable
+            | Rejection::PayloadTooLarge
+            | Rejection::BadRequest(_)
+            | Rejection::SessionNotFound => None,
         }
     }
 
     /// The HTTP response for a rejection: status, `WWW-Authenticate`, a small JSON body
     /// (`error`, `error_description`), `Cache-Control: no-store`, and
     /// `Access-Control-Expose-Headers: WWW-Authenticate` so browser clients can read the
-    /// challenge.
+    /// challenge. [`Rejection::SessionNotFound`] is the exception: a bare `404` with rmcp's
+    /// unknown-session body, indistinguishable from the server's own answer.
     pub fn rejection_response(&self, rejection: &Rejection) -> http::Response<String> {
+        if matches!(rejection, Rejection::SessionNotFound) {
+            let mut response = http::Response::new(crate::session::SESSION_NOT_FOUND_BODY.to_owned());
+            *response.status_mut() = StatusCode::NOT_FOUND;
+            return response;
+        }
         let (status, error, description) = match rejection {
             // RFC 6750 §3.1: no OAuth error code without authentication information.
             Rejection::MissingToken => {
@@ -386,6 +448,8 @@ impl Guard {
                 (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", "request body too large".to_owned())
             }
             Rejection::BadRequest(d) => (StatusCode::BAD_REQUEST, "invalid_request", (*d).to_owned()),
+            // Answered above; kept for an exhaustive match.
+            Rejection::SessionNotFound => (StatusCode::NOT_FOUND, "not_found", "session not found".to_owned()),
         };
         let body = serde_json::json!({
             "error": error,

@@ -5,7 +5,8 @@
 //!   rate-limited — and kept when Moat is unreachable), with a bounded cache of verified tokens.
 //! - [`Guard`] holds the endpoint's policy: protected resource metadata (RFC 9728), bearer
 //!   extraction from the header only (RFC 6750 §2.1), per-tool scopes ([`ScopePolicy`]) with an
-//!   optional hierarchy ([`ScopeHierarchy`]), and RFC 6750 §3 challenges ([`BearerChallenge`]).
+//!   optional hierarchy ([`ScopeHierarchy`]), RFC 6750 §3 challenges ([`BearerChallenge`]), and
+//!   MCP sessions bound to the `(iss, sub)` that created them ([`Guard::check_session`]).
 //! - `feature = "axum"` (default): [`GuardLayer`] for tower/axum and
 //!   [`Guard::metadata_router`].
 //! - `feature = "rmcp"`: [`rmcp::Caller`], the verified claims as an rmcp tool parameter.
@@ -31,6 +32,7 @@ mod policy;
 #[cfg(feature = "rmcp")]
 pub mod rmcp;
 mod scope;
+mod session;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod url;
@@ -47,6 +49,7 @@ pub use jwt::Algorithm;
 pub use metadata::ProtectedResourceMetadata;
 pub use policy::ScopePolicy;
 pub use scope::{ScopeHierarchy, is_scope_token, parse_scope};
+pub use session::SessionCheck;
 pub use validator::Validator;
 
 /// Origins and hosts to allow on the MCP endpoint (DNS-rebinding defence, MCP transport spec),

@@ -2,9 +2,10 @@
 //!
 //! Request path (outermost first): CORS (browser clients; exposes `WWW-Authenticate`) →
 //! `Origin` check (DNS-rebinding defence, MCP transport spec: an invalid `Origin` gets 403) →
-//! moat-guard (bearer token, per-tool scopes, 401/403 challenges) → rmcp's
-//! `StreamableHttpService` (which checks `Host` and `Origin` again). Protected resource metadata
-//! (RFC 9728) is served at `/.well-known/oauth-protected-resource{/mcp}`.
+//! moat-guard (bearer token, per-tool scopes, 401/403 challenges, each `Mcp-Session-Id` bound to
+//! the user who created it) → rmcp's `StreamableHttpService` (which checks `Host` and `Origin`
+//! again). Protected resource metadata (RFC 9728) is served at
+//! `/.well-known/oauth-protected-resource{/mcp}`.
 
 pub mod server;
 pub mod store;

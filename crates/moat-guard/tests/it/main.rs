@@ -5,5 +5,6 @@
 mod cache;
 mod keys;
 mod layer;
+mod sessions;
 mod support;
 mod validation;

@@ -1,5 +1,5 @@
 //! The resource-server duties: 401 challenges and PRM, 403 step-up for add_todo, Origin
-//! checks, query-string tokens, and starting while Moat is down.
+//! checks, query-string tokens, starting while Moat is down, and sessions bound to their user.
 
 use std::time::Duration;
 
@@ -136,4 +136,35 @@ async fn starts_while_moat_is_down() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     c.initialize().await;
     assert_eq!(c.call("list_todos", json!({})).await["isError"], false);
+}
+
+#[tokio::test]
+async fn another_users_token_cannot_use_or_end_a_session() {
+    // MCP security best practices (Session Hijacking): moat-guard binds the session to the
+    // (iss, sub) that created it; another user's valid token naming it gets rmcp's 404.
+    let s = spawn().await;
+    let mut alice = s.client(&s.token("usr_alice", "todo:write"));
+    alice.initialize().await;
+    let session = alice.session.clone().unwrap();
+    assert_eq!(alice.call("add_todo", json!({"title": "alice's"})).await["isError"], false);
+
+    let mut bob = s.client(&s.token("usr_bob", "todo:write"));
+    bob.session = Some(session.clone());
+    let r = bob.send("tools/call", json!({"name": "list_todos", "arguments": {}})).await;
+    assert_eq!(r.status(), 404);
+    let headers = |r: reqwest::RequestBuilder| {
+        r.header("Mcp-Session-Id", &session).header("MCP-Protocol-Version", crate::support::PROTOCOL)
+    };
+    let get = headers(bob.http.get(&s.url).bearer_auth(&bob.token).header("Accept", "text/event-stream"));
+    assert_eq!(get.send().await.unwrap().status(), 404);
+    let delete = headers(bob.http.delete(&s.url).bearer_auth(&bob.token));
+    assert_eq!(delete.send().await.unwrap().status(), 404);
+
+    // Alice's session survived Bob's DELETE, and she can end it herself.
+    let listed = alice.call("list_todos", json!({})).await;
+    assert!(listed.to_string().contains("alice's"), "{listed}");
+    let delete = headers(alice.http.delete(&s.url).bearer_auth(&alice.token));
+    assert_eq!(delete.send().await.unwrap().status(), 202);
+    let r = alice.send("tools/call", json!({"name": "list_todos", "arguments": {}})).await;
+    assert_eq!(r.status(), 404, "the session is gone");
 }

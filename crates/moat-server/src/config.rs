@@ -202,6 +202,10 @@ settings! {
         cimd_connect_timeout_ms: u64 = 3000,
         /// Total timeout of client-metadata fetches, in milliseconds.
         cimd_timeout_ms: u64 = 5000,
+        /// Metadata-document fetches (cache misses) one source address may cause per minute at
+        /// the authorization endpoint: each is an outbound request and, when valid, a stored
+        /// client row, and anyone can ask for one by naming a new `client_id` URL.
+        cimd_fetch_rate_limit_per_minute: u32 = 30,
     }
     optional {
         /// Public URL (origin) clients reach Moat at; default `http://{listen}`.
@@ -327,6 +331,11 @@ impl Config {
         if self.cimd_connect_timeout_ms == 0 || self.cimd_timeout_ms == 0 || self.cimd_timeout_ms > 60_000 {
             bail!("cimd_connect_timeout_ms and cimd_timeout_ms must be between 1 and 60000");
         }
+        // Zero would refuse every fetch at the authorization endpoint, silently breaking every
+        // metadata-document client; turning CIMD off is a per-resource setting instead.
+        if self.cimd_fetch_rate_limit_per_minute == 0 {
+            bail!("cimd_fetch_rate_limit_per_minute must be at least 1 (to refuse metadata documents, use --no-cimd)");
+        }
         if self.db_max_connections == 0 {
             bail!("db_max_connections must be at least 1");
         }
@@ -423,6 +432,17 @@ mod tests {
     fn jwks_max_age_must_be_below_publish_delay() {
         let env = env_of(&[("MOAT_JWKS_MAX_AGE_SECONDS", "1000"), ("MOAT_KEY_PUBLISH_DELAY_SECONDS", "10")]);
         assert!(Config::load_with(None, &env, &Overrides::default()).is_err());
+    }
+
+    #[test]
+    fn cimd_fetch_rate_limit_from_env_and_at_least_one() {
+        let c = Config::load_with(None, &env_of(&[]), &Overrides::default()).unwrap();
+        assert_eq!(c.cimd_fetch_rate_limit_per_minute, 30);
+        let env = env_of(&[("MOAT_CIMD_FETCH_RATE_LIMIT_PER_MINUTE", "5")]);
+        assert_eq!(Config::load_with(None, &env, &Overrides::default()).unwrap().cimd_fetch_rate_limit_per_minute, 5);
+        let env = env_of(&[("MOAT_CIMD_FETCH_RATE_LIMIT_PER_MINUTE", "0")]);
+        let err = Config::load_with(None, &env, &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("cimd_fetch_rate_limit_per_minute"), "{err}");
     }
 
     #[test]

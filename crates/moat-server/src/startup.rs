@@ -84,6 +84,7 @@ impl Application {
             ),
             login_by_ip: WindowLimiter::new(config.login_max_failures_per_ip, config.login_failure_window_seconds),
             registrations_by_ip: WindowLimiter::new(config.dcr_rate_limit_per_minute, 60),
+            cimd_fetches_by_ip: WindowLimiter::new(config.cimd_fetch_rate_limit_per_minute, 60),
             resources: ResourceCache::new(Duration::from_secs(config.resource_cache_seconds)),
             metrics,
             base_url,

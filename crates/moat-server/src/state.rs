@@ -45,6 +45,9 @@ pub struct Inner {
     pub login_by_account: WindowLimiter,
     pub login_by_ip: WindowLimiter,
     pub registrations_by_ip: WindowLimiter,
+    /// Metadata-document fetches caused per source address at the authorization endpoint
+    /// (cache misses only), `cimd_fetch_rate_limit_per_minute` per minute.
+    pub cimd_fetches_by_ip: WindowLimiter,
     pub resources: ResourceCache,
     /// Client ID Metadata Document resolution and the SSRF-safe fetcher.
     pub cimd: crate::cimd::CimdResolver,

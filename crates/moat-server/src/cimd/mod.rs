@@ -2,12 +2,14 @@
 //! fetcher, validate it ([`moat_core::cimd`]), and cache it per its HTTP caching headers.
 //!
 //! Concurrent lookups of one URL share a single fetch, which runs in its own task so that it
-//! completes, is logged and counted, and leaves the in-flight map even when every client that
-//! asked for it disconnects ([`flight`]); failures and invalid documents are never cached
-//! (DESIGN.md §5). Key sets at a `jwks_uri` are fetched, coalesced and counted the same way.
-//! The caches are per instance, which DESIGN.md §7 allows: a document is the client's own
-//! public data and every instance fetches the same one. Logos are fetched the same way and
-//! served from Moat's own origin, so the consent page never loads a third-party URL.
+//! completes, is logged, counted and audited (for every request that asked), and leaves the
+//! in-flight map even when every client that asked for it disconnects ([`flight`]); failures
+//! and invalid documents are never cached (DESIGN.md §5). A lookup that would start a fetch can
+//! be refused first ([`CimdResolver::resolve_for`]'s `admit`: the per-address fetch limit). Key
+//! sets at a `jwks_uri` are fetched, coalesced and counted the same way. The caches are per
+//! instance, which DESIGN.md §7 allows: a document is the client's own public data and every
+//! instance fetches the same one. Logos are fetched the same way and served from Moat's own
+//! origin, so the consent page never loads a third-party URL.
 //!
 //! Anyone can make Moat fetch and cache (the `client_id` is the URL), so the caches are bounded
 //! by bytes, not only entries ([`cache`]), and hold what was received as raw bytes: a document
@@ -23,10 +25,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use moat_core::cimd::{CimdClient, CimdError};
-use serde_json::Value;
+use moat_core::model::AuditEvent;
+use serde_json::{Value, json};
 
 use self::cache::ByteCache;
-use self::flight::SingleFlight;
+use self::flight::{NotAdmitted, SingleFlight};
+use crate::audit::AuditSink;
 use crate::fetch::{Expect, FetchError, Fetched, SafeFetcher};
 use crate::metrics::Metrics;
 
@@ -70,6 +74,10 @@ pub enum CimdFailure {
     /// The fetch task ended without an outcome (the server is shutting down).
     #[error("the fetch was interrupted")]
     Interrupted,
+    /// The lookup would have fetched, and the caller's admission check (the per-address limit
+    /// on fetches) refused it; nothing was fetched.
+    #[error("too many client metadata documents were fetched for this address; try again later")]
+    RateLimited,
 }
 
 impl CimdFailure {
@@ -82,6 +90,7 @@ impl CimdFailure {
             Self::Document(_) => "invalid_document",
             Self::KeySet(_) => "invalid_key_set",
             Self::Interrupted => "interrupted",
+            Self::RateLimited => "rate_limited",
         }
     }
 }
@@ -135,6 +144,52 @@ pub struct CacheUsage {
 type DocumentOutcome = Result<Arc<CimdClient>, CimdFailure>;
 type JwksOutcome = Result<Arc<Value>, CimdFailure>;
 
+/// The request a document lookup is made for, so that the lookup's outcome is audited for it:
+/// `cimd.fetched` (with the document's name and redirect URIs) or `cimd.rejected` (with the
+/// reason). A cache hit is not audited.
+///
+/// The outcome of a fetch is recorded by the fetch's own task, for every request that started
+/// or joined it, before the outcome is handed back: a request whose HTTP client disconnects
+/// mid-fetch still leaves its event, and one that stays does not record it again.
+#[derive(Clone)]
+pub struct Requester {
+    pub audit: AuditSink,
+    pub resource_id: String,
+    /// The request's source address.
+    pub ip: Option<String>,
+}
+
+impl Requester {
+    fn event(&self, kind: &str, client_id: &str, detail: Value) -> AuditEvent {
+        let mut ev = AuditEvent::new(kind, crate::state::now());
+        ev.resource_id = Some(self.resource_id.clone());
+        ev.client_id = Some(client_id.to_owned());
+        ev.ip = self.ip.clone();
+        ev.detail = detail;
+        ev
+    }
+
+    /// `cimd.rejected` for `client_id`, with `reason` (a [`CimdFailure::label`], or a refusal
+    /// decided before the resolver is asked, such as `host_not_allowed`).
+    pub async fn rejected(&self, client_id: &str, reason: &str) {
+        self.audit.record(self.event("cimd.rejected", client_id, json!({ "reason": reason }))).await;
+    }
+
+    /// The audit event for a lookup's outcome, with the sink to record it in. Built before any
+    /// await so that the recording future owns everything it needs.
+    fn outcome_event(self, client_id: &str, outcome: &DocumentOutcome) -> (AuditSink, AuditEvent) {
+        let ev = match outcome {
+            Ok(doc) => self.event(
+                "cimd.fetched",
+                client_id,
+                json!({ "client_name": doc.client_name, "redirect_uris": doc.redirect_uris }),
+            ),
+            Err(e) => self.event("cimd.rejected", client_id, json!({ "reason": e.label() })),
+        };
+        (self.audit, ev)
+    }
+}
+
 struct Inner {
     fetcher: SafeFetcher,
     metrics: Arc<Metrics>,
@@ -144,7 +199,8 @@ struct Inner {
     jwks: Mutex<ByteCache<CachedJwks>>,
     /// Logos by the SHA-256 of their URL.
     logos: Mutex<ByteCache<Logo>>,
-    document_flights: SingleFlight<DocumentOutcome>,
+    /// Each waiter is the request to audit the fetch's outcome for.
+    document_flights: SingleFlight<DocumentOutcome, Requester>,
     jwks_flights: SingleFlight<JwksOutcome>,
 }
 
@@ -241,11 +297,30 @@ impl CimdResolver {
         CacheUsage { documents, document_bytes, key_sets, jwks_bytes, logos, logo_bytes }
     }
 
-    /// Resolves a client id URL to a validated client.
+    /// Resolves a client id URL to a validated client (no audit, no admission check).
     pub async fn resolve(&self, client_id: &str) -> Result<(Arc<CimdClient>, Source), CimdFailure> {
+        self.resolve_for(client_id, None, || true).await
+    }
+
+    /// Resolves a client id URL to a validated client for a request.
+    ///
+    /// `requester`, when given, gets the audit event of the outcome (see [`Requester`]; cache
+    /// hits are not audited). `admit` is asked once, only when this lookup would start a fetch:
+    /// not for a cache hit, nor for a lookup that joins a fetch already under way (it adds no
+    /// outbound request). When it refuses, nothing is fetched and the lookup fails with
+    /// [`CimdFailure::RateLimited`].
+    pub async fn resolve_for(
+        &self,
+        client_id: &str,
+        requester: Option<Requester>,
+        admit: impl FnOnce() -> bool,
+    ) -> Result<(Arc<CimdClient>, Source), CimdFailure> {
         if let Err(e) = moat_core::cimd::validate_client_id_url(client_id) {
             let failure = CimdFailure::Url(e);
             self.inner.metrics.cimd(failure.label());
+            if let Some(r) = &requester {
+                r.rejected(client_id, failure.label()).await;
+            }
             return Err(failure);
         }
         if let Some(c) = self.inner.cached_document(client_id) {
@@ -254,9 +329,40 @@ impl CimdResolver {
         }
         let inner = Arc::clone(&self.inner);
         let id = client_id.to_owned();
-        let outcome =
-            self.inner.document_flights.run(client_id, move || async move { inner.fetch_document(&id).await });
-        outcome.await.unwrap_or(Err(CimdFailure::Interrupted)).map(|c| (c, Source::Fetched))
+        let work = move || async move { inner.fetch_document(&id).await };
+        let report_id = client_id.to_owned();
+        let report = move |outcome: &DocumentOutcome, waiters: Vec<Requester>| {
+            let events: Vec<_> = waiters.into_iter().map(|w| w.outcome_event(&report_id, outcome)).collect();
+            async move {
+                for (sink, ev) in events {
+                    sink.record(ev).await;
+                }
+            }
+        };
+        let flight = self.inner.document_flights.run_with(client_id, requester.clone(), admit, work, report);
+        let failure = match flight.await {
+            // The flight has audited this outcome for the requester.
+            Ok(Some(outcome)) => return outcome.map(|c| (c, Source::Fetched)),
+            Ok(None) => CimdFailure::Interrupted,
+            Err(NotAdmitted) => {
+                self.inner.metrics.cimd("rate_limited");
+                // `info`, not `warn` like failed fetches: an address over the limit can send
+                // these as fast as it likes, and each costs Moat nothing but this line.
+                tracing::info!(
+                    client_id,
+                    ip = requester.as_ref().and_then(|r| r.ip.as_deref()),
+                    reason = "rate_limited",
+                    "client metadata document not fetched: too many fetches from this address"
+                );
+                CimdFailure::RateLimited
+            }
+        };
+        // Neither reached a flight that could report it: no fetch was started, or the flight
+        // ended without an outcome (so it reported nothing).
+        if let Some(r) = &requester {
+            r.rejected(client_id, failure.label()).await;
+        }
+        Err(failure)
     }
 
     /// Fetches (or reuses) a client's logo and returns the key it is served under
@@ -341,7 +447,8 @@ impl Inner {
     }
 
     /// Runs in the flight's own task: fetches, validates, caches, and logs and counts the
-    /// outcome whether or not anyone still waits for it.
+    /// outcome whether or not anyone still waits for it (the flight then audits it for every
+    /// requester, [`CimdResolver::resolve_for`]).
     async fn fetch_document(&self, client_id: &str) -> DocumentOutcome {
         let outcome = self.fetch_and_validate_document(client_id).await;
         match &outcome {

@@ -89,6 +89,12 @@ async fn start(state: &AppState, resource_id: &str, raw: &[u8], headers: &Header
     let client = match super::clients::lookup(state, &resource, &client_id, ip).await {
         Ok(found) => found.client,
         Err(super::clients::LookupError::Store(e)) => return pages::internal_error(state, "loading a client", e),
+        Err(e @ super::clients::LookupError::RateLimited) => {
+            let message = format!("{}.", capitalize(&e.to_string()));
+            let mut resp = pages::error_page(state, StatusCode::TOO_MANY_REQUESTS, "Please try again later", &message);
+            resp.headers_mut().insert(header::RETRY_AFTER, axum::http::HeaderValue::from_static("60"));
+            return resp;
+        }
         Err(e) => return bad_request(state, &format!("{}.", capitalize(&e.to_string()))),
     };
     let (redirect_uri, explicit) = match params.get("redirect_uri") {

@@ -2,12 +2,12 @@
 //! `client_secret_basic`, `client_secret_post`, `private_key_jwt` (RFC 7523 §2.2), and `none`
 //! for public clients.
 
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use moat_core::OAuthError;
 use moat_core::ids::ClientId;
 use moat_core::model::{AuthMethod, Client, Resource};
+use moat_core::{OAuthError, OAuthErrorCode};
 
 use super::assertion::{self, Assertion, JWT_BEARER_ASSERTION};
 use super::clients::LookupError;
@@ -101,6 +101,7 @@ pub async fn authenticate(
     resource: &Resource,
     headers: &HeaderMap,
     params: &Params,
+    ip: Option<&str>,
 ) -> Result<Client, OAuthJsonError> {
     let p = presented(headers, params)?;
     let fail = |msg: &str| {
@@ -110,9 +111,13 @@ pub async fn authenticate(
     let Some(id) = ClientId::parse(&p.client_id) else {
         return Err(fail("unknown client"));
     };
-    let client = match super::clients::lookup(state, resource, &id, None).await {
+    let client = match super::clients::lookup(state, resource, &id, ip).await {
         Ok(found) => found.client,
         Err(LookupError::Store(e)) => return Err(OAuthJsonError::internal("loading client", e)),
+        Err(e @ LookupError::RateLimited) => {
+            return Err(OAuthJsonError::new(OAuthError::new(OAuthErrorCode::TemporarilyUnavailable, e.to_string()))
+                .with_status(StatusCode::TOO_MANY_REQUESTS));
+        }
         Err(LookupError::Unknown) => return Err(fail("unknown client")),
         Err(e) => return Err(fail(&e.to_string())),
     };

@@ -2,15 +2,20 @@
 //! dynamic), or a Client ID Metadata Document client whose document is fetched, validated and
 //! recorded (so consents, codes and refresh families can refer to it, and operators can list
 //! and disable it).
+//!
+//! Fetching a document is the one thing an unauthenticated request can make Moat do for any
+//! URL it names, so fetches (cache misses, not hits) are limited per source address when the
+//! caller knows the address (the authorization endpoint).
 
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
 
 use moat_core::cimd::{CimdClient, client_id_host, host_allowed, is_client_id_url};
 use moat_core::ids::ClientId;
-use moat_core::model::{AuditEvent, Client, ClientKind, Resource};
+use moat_core::model::{Client, ClientKind, Resource};
 use serde_json::{Value, json};
 
-use crate::cimd::{CimdFailure, Source};
+use crate::cimd::{CimdFailure, Requester, Source};
 use crate::state::{AppState, now};
 
 /// Why no usable client was found. The message is safe to show to the user.
@@ -26,6 +31,12 @@ pub enum LookupError {
     HostNotAllowed(String),
     #[error("the application's client metadata document was rejected: {0}")]
     Cimd(CimdFailure),
+    /// Too many documents were fetched for this source address within the last minute.
+    #[error(
+        "the application's client metadata document could not be fetched right now: too many new \
+         applications were looked up from your network address; try again in a minute"
+    )]
+    RateLimited,
     #[error("internal error")]
     Store(#[from] moat_store::StoreError),
 }
@@ -37,7 +48,10 @@ pub struct Found {
     pub document: Option<Arc<CimdClient>>,
 }
 
-/// Looks up `id` at `resource`. `ip` is recorded in audit events about documents.
+/// Looks up `id` at `resource`. `ip` is recorded in audit events about documents and, when
+/// given, limits how many documents this address can make Moat fetch
+/// (`cimd_fetch_rate_limit_per_minute`); without it (the token, revocation and introspection
+/// endpoints do not pass one) fetches are not limited.
 pub async fn lookup(
     state: &AppState,
     resource: &Resource,
@@ -54,17 +68,25 @@ pub async fn lookup(
     if !resource.cimd_enabled {
         return Err(LookupError::CimdDisabled);
     }
+    let requester =
+        Requester { audit: state.audit.clone(), resource_id: resource.id.to_string(), ip: ip.map(str::to_owned) };
     let host = client_id_host(id.as_str()).unwrap_or_default();
     if !host_allowed(&host, &resource.cimd_allowed_hosts) {
-        audit_rejection(state, resource, id, ip, "host_not_allowed").await;
+        requester.rejected(id.as_str(), "host_not_allowed").await;
         return Err(LookupError::HostNotAllowed(host));
     }
-    let (doc, source) = match state.cimd.resolve(id.as_str()).await {
+    // Asked by the resolver only when this lookup would start a fetch, so cache hits (and
+    // lookups joining a fetch already under way) spend nothing.
+    let admit = || match ip {
+        Some(ip) => state.cimd_fetches_by_ip.try_acquire(&fetch_limit_key(ip), now()),
+        None => true,
+    };
+    // The resolver audits the outcome for `requester` (a fetch's outcome from the fetch's own
+    // task, so that it is not lost when this request is cancelled mid-fetch).
+    let (doc, source) = match state.cimd.resolve_for(id.as_str(), Some(requester), admit).await {
         Ok(x) => x,
-        Err(e) => {
-            audit_rejection(state, resource, id, ip, e.label()).await;
-            return Err(LookupError::Cimd(e));
-        }
+        Err(CimdFailure::RateLimited) => return Err(LookupError::RateLimited),
+        Err(e) => return Err(LookupError::Cimd(e)),
     };
     // A document served from the cache is already recorded; read the row (it carries the
     // operator's `disabled` flag). A fresh fetch updates the row from the document.
@@ -73,15 +95,7 @@ pub async fn lookup(
             Some(c) => c,
             None => state.store.upsert_cimd_client(&client_from_document(resource, &doc)).await?,
         },
-        Source::Fetched => {
-            let mut ev = AuditEvent::new("cimd.fetched", now());
-            ev.resource_id = Some(resource.id.to_string());
-            ev.client_id = Some(id.to_string());
-            ev.ip = ip.map(str::to_owned);
-            ev.detail = json!({ "client_name": doc.client_name, "redirect_uris": doc.redirect_uris });
-            state.audit.record(ev).await;
-            state.store.upsert_cimd_client(&client_from_document(resource, &doc)).await?
-        }
+        Source::Fetched => state.store.upsert_cimd_client(&client_from_document(resource, &doc)).await?,
     };
     if stored.disabled {
         return Err(LookupError::Disabled);
@@ -89,13 +103,15 @@ pub async fn lookup(
     Ok(Found { client: stored, document: Some(doc) })
 }
 
-async fn audit_rejection(state: &AppState, resource: &Resource, id: &ClientId, ip: Option<&str>, reason: &str) {
-    let mut ev = AuditEvent::new("cimd.rejected", now());
-    ev.resource_id = Some(resource.id.to_string());
-    ev.client_id = Some(id.to_string());
-    ev.ip = ip.map(str::to_owned);
-    ev.detail = json!({ "reason": reason });
-    state.audit.record(ev).await;
+/// The key a source address's document fetches are counted under: an IPv6 address by its /64,
+/// because a single subscriber is normally given a whole /64 and could otherwise take a fresh
+/// address (and a fresh budget) for every request. IPv4 (also IPv4-mapped IPv6) by address.
+fn fetch_limit_key(ip: &str) -> String {
+    match ip.parse::<IpAddr>().map(|a| a.to_canonical()) {
+        Ok(IpAddr::V6(v6)) => format!("{}/64", Ipv6Addr::from(u128::from(v6) & (u128::MAX << 64))),
+        Ok(IpAddr::V4(v4)) => v4.to_string(),
+        Err(_) => ip.to_owned(),
+    }
 }
 
 /// The client row a validated document describes.
@@ -130,5 +146,20 @@ pub async fn client_keys(state: &AppState, client: &Client, kid: Option<&str>) -
     match client.metadata.get("jwks_uri").and_then(Value::as_str) {
         Some(uri) => state.cimd.client_jwks(uri, kid).await,
         None => Ok(json!({ "keys": [] })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fetch_limit_key;
+
+    #[test]
+    fn fetch_limit_keys() {
+        assert_eq!(fetch_limit_key("198.51.100.7"), "198.51.100.7");
+        assert_eq!(fetch_limit_key("::ffff:198.51.100.7"), "198.51.100.7", "IPv4-mapped counts as the IPv4 address");
+        assert_eq!(fetch_limit_key("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::/64");
+        assert_eq!(fetch_limit_key("2001:db8:1:2:bbbb::9"), fetch_limit_key("2001:db8:1:2::1"), "one /64, one budget");
+        assert_ne!(fetch_limit_key("2001:db8:1:3::1"), fetch_limit_key("2001:db8:1:2::1"));
+        assert_eq!(fetch_limit_key("unknown"), "unknown");
     }
 }

@@ -6,9 +6,8 @@
 //! user are still enabled. A refresh token is active when it is the live end of an unrevoked,
 //! unexpired family of this resource.
 
-use axum::body::Body;
+use axum::extract::Request;
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use moat_core::OAuthError;
 use moat_core::ids::{ClientId, ResourceId, UserId};
@@ -51,26 +50,15 @@ pub async fn find_token(state: &AppState, resource: &Resource, token: &str) -> R
 }
 
 /// `POST {issuer}/oauth/introspect`.
-pub async fn introspect(
-    State(state): State<AppState>,
-    Path(resource_id): Path<String>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    match handle(&state, &resource_id, &headers, body).await {
+pub async fn introspect(State(state): State<AppState>, Path(resource_id): Path<String>, request: Request) -> Response {
+    match handle(&state, &resource_id, request).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
 }
 
-async fn handle(
-    state: &AppState,
-    resource_id: &str,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<Response, OAuthJsonError> {
-    let super::ClientRequest { params, resource, client } =
-        super::client_request(state, resource_id, headers, body).await?;
+async fn handle(state: &AppState, resource_id: &str, request: Request) -> Result<Response, OAuthJsonError> {
+    let super::ClientRequest { params, resource, client } = super::client_request(state, resource_id, request).await?;
     // RFC 7662 §4: introspection must be protected; Moat allows it to confidential clients.
     if !client.auth_method.is_confidential() {
         return Err(OAuthError::invalid_client("introspection requires a confidential client").into());

@@ -50,15 +50,18 @@ pub struct ClientRequest {
 pub async fn client_request(
     state: &AppState,
     resource_id: &str,
-    headers: &axum::http::HeaderMap,
-    body: axum::body::Body,
+    request: axum::extract::Request,
 ) -> Result<ClientRequest, OAuthJsonError> {
-    crate::http::require_form_content_type(headers)?;
+    // The source address limits metadata-document fetches here as at the authorization endpoint
+    // (a `client_id` URL at these endpoints makes Moat fetch it too).
+    let ip = crate::http::client_ip(&request, state.config.trusted_proxy_header.as_deref()).map(|i| i.to_string());
+    let (parts, body) = request.into_parts();
+    crate::http::require_form_content_type(&parts.headers)?;
     let bytes = crate::http::read_body(body, state.config.max_body_bytes).await?;
     let params = crate::http::Params::parse(&bytes)?;
     params.reject_duplicates()?;
     let resource = resource_or_404(state, resource_id).await?;
-    let client = client_auth::authenticate(state, &resource, headers, &params).await?;
+    let client = client_auth::authenticate(state, &resource, &parts.headers, &params, ip.as_deref()).await?;
     Ok(ClientRequest { params, resource, client })
 }
 

@@ -8,9 +8,8 @@
 //! (RFC 7009 §2.1: the server verifies the token was issued to the requesting client and informs
 //! it when not). That tells the caller only what holding the token already tells it.
 
-use axum::body::Body;
+use axum::extract::Request;
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use moat_core::OAuthError;
 use moat_core::model::AuditEvent;
@@ -21,26 +20,15 @@ use crate::http::{OAuthJsonError, no_store_json};
 use crate::state::{AppState, now};
 
 /// `POST {issuer}/oauth/revoke`.
-pub async fn revoke(
-    State(state): State<AppState>,
-    Path(resource_id): Path<String>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    match handle(&state, &resource_id, &headers, body).await {
+pub async fn revoke(State(state): State<AppState>, Path(resource_id): Path<String>, request: Request) -> Response {
+    match handle(&state, &resource_id, request).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
 }
 
-async fn handle(
-    state: &AppState,
-    resource_id: &str,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<Response, OAuthJsonError> {
-    let super::ClientRequest { params, resource, client } =
-        super::client_request(state, resource_id, headers, body).await?;
+async fn handle(state: &AppState, resource_id: &str, request: Request) -> Result<Response, OAuthJsonError> {
+    let super::ClientRequest { params, resource, client } = super::client_request(state, resource_id, request).await?;
     let token = params.required("token")?;
     let now = now();
     let mut ev = AuditEvent::new("token.revoked", now);

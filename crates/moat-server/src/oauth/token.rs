@@ -8,9 +8,8 @@
 
 use std::time::Instant;
 
-use axum::body::Body;
+use axum::extract::Request;
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use moat_core::OAuthError;
 use moat_core::ids::FamilyId;
@@ -26,14 +25,9 @@ use crate::http::{OAuthJsonError, Params};
 use crate::state::{AppState, now};
 
 /// `POST {issuer}/oauth/token`.
-pub async fn token(
-    State(state): State<AppState>,
-    Path(resource_id): Path<String>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+pub async fn token(State(state): State<AppState>, Path(resource_id): Path<String>, request: Request) -> Response {
     let started = Instant::now();
-    match handle(&state, &resource_id, &headers, body).await {
+    match handle(&state, &resource_id, request).await {
         Ok((grant, resp)) => {
             state.metrics.token_issued(grant, started);
             resp
@@ -48,11 +42,9 @@ pub async fn token(
 async fn handle(
     state: &AppState,
     resource_id: &str,
-    headers: &HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Result<(&'static str, Response), OAuthJsonError> {
-    let super::ClientRequest { params, resource, client } =
-        super::client_request(state, resource_id, headers, body).await?;
+    let super::ClientRequest { params, resource, client } = super::client_request(state, resource_id, request).await?;
     let grant_type = params.required("grant_type")?;
     let grant = GrantType::parse(grant_type)
         .ok_or_else(|| OAuthError::new(moat_core::OAuthErrorCode::UnsupportedGrantType, "unsupported grant_type"))?;

@@ -8,6 +8,7 @@ mod authorize;
 mod bad_input;
 mod cimd;
 mod cimd_hardening;
+mod cimd_limits;
 mod cli;
 mod discovery;
 mod flows;

@@ -134,6 +134,12 @@ async fn authorization_code(
         Ok(())
     };
     let now = now();
+    // Checked before the code is consumed: a server that cannot sign (no usable key) answers
+    // 500 and leaves the code redeemable, rather than burning it and treating the client's
+    // retry as a replay.
+    if state.keys.current(now).is_none() {
+        return Err(OAuthJsonError::internal("redeeming a code", "no signing key can sign now"));
+    }
     let (refresh, family) = new_family(client, resource, now);
     let code_hash = sha256_hex(code.as_bytes());
     let outcome = state

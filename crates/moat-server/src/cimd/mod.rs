@@ -225,14 +225,19 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// The freshness lifetime of a response (RFC 9111 §4.2) as a deadline, or `None` when it must
 /// not be reused.
 fn fresh_until(fetched: &Fetched) -> Option<Instant> {
-    let lifetime = ttl::freshness(
+    let lifetime = freshness(fetched);
+    if lifetime.is_zero() { None } else { Instant::now().checked_add(lifetime) }
+}
+
+/// The freshness lifetime of a response (RFC 9111 §4.2), from its caching headers.
+fn freshness(fetched: &Fetched) -> Duration {
+    ttl::freshness(
         fetched.cache_control.as_deref(),
         fetched.expires.as_deref(),
         fetched.date.as_deref(),
         fetched.age.as_deref(),
         SystemTime::now(),
-    );
-    if lifetime.is_zero() { None } else { Instant::now().checked_add(lifetime) }
+    )
 }
 
 /// Parses and validates a document body for `client_id`.
@@ -380,14 +385,7 @@ impl CimdResolver {
                 return None;
             }
         };
-        let lifetime = ttl::freshness(
-            fetched.cache_control.as_deref(),
-            fetched.expires.as_deref(),
-            fetched.date.as_deref(),
-            fetched.age.as_deref(),
-            SystemTime::now(),
-        )
-        .max(MIN_LOGO_TTL);
+        let lifetime = freshness(&fetched).max(MIN_LOGO_TTL);
         let until = Instant::now().checked_add(lifetime)?;
         // An exactly sized copy: the fetcher's buffer may have grown to twice the body.
         let bytes = Bytes::copy_from_slice(&fetched.body);

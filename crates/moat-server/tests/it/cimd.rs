@@ -11,7 +11,6 @@ use std::time::Duration;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
 use axum::Router;
-use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -22,7 +21,7 @@ use moat_core::model::Resource;
 use serde_json::{Value, json};
 
 use crate::helpers::*;
-use crate::tls::TlsServer;
+use crate::tls::{TlsServer, slow_body};
 
 const HOST: &str = "client.test";
 const CALLBACK: &str = "http://127.0.0.1:5555/callback";
@@ -82,19 +81,7 @@ async fn serve(State(d): State<Docs>, Path(name): Path<String>, headers: HeaderM
             doc["padding"] = json!("x".repeat(8 * 1024));
             json_response(doc, "no-store")
         }
-        "slow.json" => {
-            let stream = futures::stream::unfold(0u8, |i| async move {
-                if i == 0 {
-                    Some((Ok::<_, std::convert::Infallible>(bytes::Bytes::from_static(b"{")), 1))
-                } else if i < 30 {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    Some((Ok(bytes::Bytes::from_static(b" ")), i + 1))
-                } else {
-                    None
-                }
-            });
-            ([(header::CONTENT_TYPE, "application/json")], Body::from_stream(stream)).into_response()
-        }
+        "slow.json" => slow_body(),
         "html.json" => ([(header::CONTENT_TYPE, "text/html")], base("Html").to_string()).into_response(),
         "missing.json" => StatusCode::NOT_FOUND.into_response(),
         "secret.json" => {

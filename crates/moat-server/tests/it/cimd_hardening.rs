@@ -4,12 +4,10 @@
 //! and `Cache-Control` split over several field lines. The documents come from a local HTTPS
 //! server (a CA generated here, as in `cimd.rs`).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
@@ -20,23 +18,9 @@ use moat_server::metrics::Metrics;
 use serde_json::{Value, json};
 
 use crate::helpers::*;
-use crate::tls::TlsServer;
+use crate::tls::{Hits, TlsServer, slow_body};
 
 const HOST: &str = "clients.test";
-
-/// Requests per path.
-#[derive(Clone, Default)]
-struct Hits(Arc<Mutex<HashMap<String, usize>>>);
-
-impl Hits {
-    fn of(&self, path: &str) -> usize {
-        self.0.lock().unwrap().get(path).copied().unwrap_or(0)
-    }
-
-    fn total(&self) -> usize {
-        self.0.lock().unwrap().values().sum()
-    }
-}
 
 fn ec_key(kid: &str) -> Value {
     json!({"kty": "EC", "crv": "P-256", "kid": kid,
@@ -59,21 +43,6 @@ fn with_headers(body: String, headers: &[(header::HeaderName, &'static str)]) ->
         resp.headers_mut().append(name.clone(), header::HeaderValue::from_static(value));
     }
     resp
-}
-
-/// A body that trickles out over six seconds, longer than any fetch timeout used here.
-fn slow_body() -> Response {
-    let stream = futures::stream::unfold(0u8, |i| async move {
-        if i == 0 {
-            Some((Ok::<_, std::convert::Infallible>(bytes::Bytes::from_static(b"{")), 1))
-        } else if i < 30 {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            Some((Ok(bytes::Bytes::from_static(b" ")), i + 1))
-        } else {
-            None
-        }
-    });
-    ([(header::CONTENT_TYPE, "application/json")], Body::from_stream(stream)).into_response()
 }
 
 async fn serve(State(hits): State<Hits>, uri: Uri, headers: HeaderMap) -> Response {

@@ -4,12 +4,9 @@
 //! of a fetch surviving the request that asked for it. The documents come from a local HTTPS
 //! server (a CA generated here, as in `cimd.rs`).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
@@ -17,24 +14,10 @@ use moat_core::model::{AuditEvent, Resource};
 use serde_json::json;
 
 use crate::helpers::*;
-use crate::tls::TlsServer;
+use crate::tls::{Hits, TlsServer, slow_body};
 
 const HOST: &str = "limits.test";
 const CALLBACK: &str = "http://127.0.0.1/callback";
-
-/// Requests per path.
-#[derive(Clone, Default)]
-struct Hits(Arc<Mutex<HashMap<String, usize>>>);
-
-impl Hits {
-    fn of(&self, path: &str) -> usize {
-        self.0.lock().unwrap().get(path).copied().unwrap_or(0)
-    }
-
-    fn total(&self) -> usize {
-        self.0.lock().unwrap().values().sum()
-    }
-}
 
 fn document(id: &str, cache: &'static str) -> Response {
     let doc = json!({ "client_id": id, "client_name": "Limits Client", "redirect_uris": [CALLBACK] });
@@ -61,19 +44,7 @@ async fn serve(State(hits): State<Hits>, uri: Uri, headers: HeaderMap) -> Respon
             document(&id, "no-store")
         }
         // Trickles out for six seconds, past the fetch timeout (2 s).
-        "/slow.json" => {
-            let stream = futures::stream::unfold(0u8, |i| async move {
-                if i == 0 {
-                    Some((Ok::<_, std::convert::Infallible>(bytes::Bytes::from_static(b"{")), 1))
-                } else if i < 30 {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    Some((Ok(bytes::Bytes::from_static(b" ")), i + 1))
-                } else {
-                    None
-                }
-            });
-            ([(header::CONTENT_TYPE, "application/json")], Body::from_stream(stream)).into_response()
-        }
+        "/slow.json" => slow_body(),
         _ => StatusCode::NOT_FOUND.into_response(),
     }
 }

@@ -1,9 +1,17 @@
 //! A real HTTPS server for tests: a CA generated in the test signs a certificate for a test
 //! host name, and an axum router is served over TLS on 127.0.0.1:0. Moat is pointed at it with
-//! `MOAT_CIMD_EXTRA_ROOT_CA` (the CA's PEM) and `MOAT_CIMD_RESOLVE` (host → 127.0.0.1).
+//! `MOAT_CIMD_EXTRA_ROOT_CA` (the CA's PEM) and `MOAT_CIMD_RESOLVE` (host → 127.0.0.1). Also
+//! what the document servers of several test modules share: a per-path request counter and a
+//! body slower than any fetch timeout.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
@@ -74,4 +82,33 @@ impl TlsServer {
     pub fn origin(&self, host: &str) -> String {
         format!("https://{host}:{}", self.addr.port())
     }
+}
+
+/// Requests per path.
+#[derive(Clone, Default)]
+pub struct Hits(pub Arc<Mutex<HashMap<String, usize>>>);
+
+impl Hits {
+    pub fn of(&self, path: &str) -> usize {
+        self.0.lock().unwrap().get(path).copied().unwrap_or(0)
+    }
+
+    pub fn total(&self) -> usize {
+        self.0.lock().unwrap().values().sum()
+    }
+}
+
+/// A JSON body that trickles out over six seconds, longer than any fetch timeout used here.
+pub fn slow_body() -> Response {
+    let stream = futures::stream::unfold(0u8, |i| async move {
+        if i == 0 {
+            Some((Ok::<_, std::convert::Infallible>(bytes::Bytes::from_static(b"{")), 1))
+        } else if i < 30 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            Some((Ok(bytes::Bytes::from_static(b" ")), i + 1))
+        } else {
+            None
+        }
+    });
+    ([(header::CONTENT_TYPE, "application/json")], Body::from_stream(stream)).into_response()
 }

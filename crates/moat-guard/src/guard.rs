@@ -422,7 +422,7 @@ impl Guard {
     /// (`error`, `error_description`), `Cache-Control: no-store`, and
     /// `Access-Control-Expose-Headers: WWW-Authenticate` so browser clients can read the
     /// challenge. [`Rejection::SessionNotFound`] is the exception: a bare `404` with rmcp's
-    /// unknown-session body, indistinguishable from the server's own answer.
+    /// unknown-session body: what the server answers a well-formed request for an unknown session.
     pub fn rejection_response(&self, rejection: &Rejection) -> http::Response<String> {
         if matches!(rejection, Rejection::SessionNotFound) {
             let mut response = http::Response::new(crate::session::SESSION_NOT_FOUND_BODY.to_owned());

@@ -1,17 +1,18 @@
 //! MCP session binding: each `Mcp-Session-Id` the protected server hands out is remembered
-//! with the `(iss, sub)` of the token that received it, and a later request naming that session
-//! under another `(iss, sub)` is refused with `404` before it reaches the server.
+//! with the `(iss, sub, client_id)` of the token that received it, and a later request naming
+//! that session under another user or client is refused with `404` before it reaches the server.
 //!
 //! Why: the MCP security best practices (Session Hijacking) say servers SHOULD bind session IDs
 //! to user-specific information and MUST NOT use sessions for authentication. Every request is
 //! still authenticated by its own token; the binding only stops one user from using, attaching
 //! to (`GET`) or ending (`DELETE`) a session another user created. `404` is what the streamable
 //! HTTP transport answers for a session it does not know (MCP basic/transports, session
-//! management), so the answer tells the caller nothing about other users' sessions, and a
-//! conforming client that gets it starts a new session.
+//! management), so a well-formed request gets the same answer as for an unknown session, and a
+//! conforming client that gets it starts a new session. (A malformed one can tell the two apart:
+//! rmcp checks `Accept` and `Content-Type` before the session, the guard after the token.)
 //!
 //! Memory is bounded: at most `max_bound_sessions` bindings (least recently used forgotten
-//! first), at most `max_bound_sessions_per_user` per `(iss, sub)` (that user's least recently
+//! first), at most `max_bound_sessions_per_user` per owner (that user's least recently
 //! used forgotten first, so one account opening sessions in a loop cannot push other users'
 //! bindings out), each forgotten after `session_idle_ttl` without a request, or when its owner
 //! ends it with a successful `DELETE`. Session ids and owners are stored as SHA-256 digests:
@@ -53,9 +54,14 @@ fn session_digest(id: &[u8]) -> Digest {
 
 /// The owner digest: `iss` is length-prefixed so that no two `(iss, sub)` pairs share the
 /// input (`("a", "bc")` and `("ab", "c")` differ).
-fn owner_digest(iss: &str, sub: &str) -> Digest {
-    let len = u64::try_from(iss.len()).unwrap_or(u64::MAX).to_be_bytes();
-    sha256(&[&len, iss.as_bytes(), sub.as_bytes()])
+/// The owner of a session: the user (`iss`, `sub`) and the client (`client_id`) that made it.
+/// The client is part of it so that another app the same user once authorized (perhaps a less
+/// trusted one) cannot use, attach to or end this app's session. Refresh and step-up keep the
+/// `client_id`, so the owner stays the same for the session's life. Lengths are prefixed so no
+/// two different triples hash alike.
+fn owner_digest(iss: &str, sub: &str, client_id: &str) -> Digest {
+    let len = |s: &str| u64::try_from(s.len()).unwrap_or(u64::MAX).to_be_bytes();
+    sha256(&[&len(iss), iss.as_bytes(), &len(sub), sub.as_bytes(), client_id.as_bytes()])
 }
 
 /// What the bindings say about a session for a given caller.
@@ -250,7 +256,7 @@ impl Guard {
         method: &Method,
         headers: &HeaderMap,
     ) -> Result<SessionCheck, Rejection> {
-        let owner = owner_digest(claims.iss(), claims.sub());
+        let owner = owner_digest(claims.iss(), claims.sub(), claims.client_id());
         let mut check = SessionCheck { owner, owned: Vec::new(), delete: method == Method::DELETE };
         let Some(bindings) = self.session_bindings() else {
             return Ok(check);
@@ -308,8 +314,10 @@ mod tests {
 
     #[test]
     fn owner_digest_is_unambiguous() {
-        assert_ne!(owner_digest("a", "bc"), owner_digest("ab", "c"));
-        assert_eq!(owner_digest("i", "s"), owner_digest("i", "s"));
+        assert_ne!(owner_digest("a", "bc", "c"), owner_digest("ab", "c", "c"));
+        assert_ne!(owner_digest("i", "s", "cli_a"), owner_digest("i", "s", "cli_b"));
+        assert_ne!(owner_digest("i", "sc", "x"), owner_digest("i", "s", "cx"));
+        assert_eq!(owner_digest("i", "s", "c"), owner_digest("i", "s", "c"));
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! MCP session binding in the layer (MCP security best practices, Session Hijacking): a session
-//! id handed out to one `(iss, sub)` is refused with `404` for any other before the inner
+//! id handed out to one `(iss, sub, client_id)` is refused with `404` for any other before the inner
 //! service runs; unknown ids pass through; bindings are bounded (cap, per-user cap, idle TTL)
 //! and forgotten when the owner's `DELETE` succeeds.
 
@@ -166,6 +166,30 @@ async fn another_users_token_cannot_use_attach_to_or_end_a_session() {
     // Alice ends her session; Bob could not.
     assert_eq!(app.status(Method::DELETE, "usr_alice", Some(&alice)).await, 202);
     assert_eq!(app.status(Method::POST, "usr_alice", Some(&alice)).await, 404);
+}
+
+#[tokio::test]
+async fn another_client_of_the_same_user_cannot_use_or_end_the_session() {
+    let app = spawn(|c| c).await;
+    let alice = app.create_session("usr_alice").await;
+    // The same user through another app (another `client_id`): not the owner.
+    let other_app = app
+        .e
+        .authority
+        .token(&app.e.key, &app.url)
+        .subject("usr_alice")
+        .claim("client_id", json!("client_other"))
+        .sign()
+        .unwrap();
+    for method in [Method::POST, Method::DELETE] {
+        let mut r = app.http.request(method.clone(), &app.url).bearer_auth(&other_app).header("Mcp-Session-Id", &alice);
+        if method == Method::POST {
+            r = r.json(&ping());
+        }
+        assert_eq!(r.send().await.unwrap().status(), 404, "{method}");
+    }
+    // The app that made it still can.
+    assert_eq!(app.status(Method::POST, "usr_alice", Some(&alice)).await, 200);
 }
 
 #[tokio::test]

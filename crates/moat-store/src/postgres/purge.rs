@@ -96,14 +96,24 @@ async fn purge_in(
     };
     // Never-used dynamic registrations expire (DESIGN.md §5), and so do never-used
     // metadata-document clients (anyone can make Moat record one by starting an authorization;
-    // a later request records it again). Their rows in other tables cascade.
-    let unused = sqlx::query("DELETE FROM clients WHERE kind IN ($1, $2) AND last_used_at IS NULL AND created_at < $3")
-        .bind(ClientKind::Dynamic.as_str())
-        .bind(ClientKind::Cimd.as_str())
-        .bind(unused_client_cutoff)
-        .execute(&mut *tx)
-        .await
-        .map_err(fail("purge unused dynamic clients"))?;
+    // a later request records it again). Their rows in other tables cascade. Kept: a disabled
+    // metadata-document client (deleting it would lift the operator's block, as the next request
+    // records the URL afresh, enabled) and any client with a sign-in under way (the expired
+    // requests and codes are already gone above, so any left are live).
+    let unused = sqlx::query(
+        "DELETE FROM clients WHERE last_used_at IS NULL AND created_at < $1 \
+         AND (kind = $2 OR (kind = $3 AND disabled = 0)) \
+         AND NOT EXISTS (SELECT 1 FROM authorization_requests r \
+                         WHERE r.resource_id = clients.resource_id AND r.client_id = clients.id) \
+         AND NOT EXISTS (SELECT 1 FROM authorization_codes c \
+                         WHERE c.resource_id = clients.resource_id AND c.client_id = clients.id)",
+    )
+    .bind(unused_client_cutoff)
+    .bind(ClientKind::Dynamic.as_str())
+    .bind(ClientKind::Cimd.as_str())
+    .execute(&mut *tx)
+    .await
+    .map_err(fail("purge unused dynamic clients"))?;
     stats.unused_dynamic_clients = unused.rows_affected();
     Ok(stats)
 }

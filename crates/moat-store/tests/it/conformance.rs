@@ -1493,9 +1493,13 @@ pub async fn purge_removes_only_what_is_expired(store: DynStore) {
     dyn_old.kind = ClientKind::Dynamic;
     dyn_old.created_at = now - 500;
     store.create_client(&dyn_old).await.unwrap();
-    let mut dyn_old_req = fixtures::request(&w.resource, &dyn_old);
-    dyn_old_req.expires_at = now + 100;
-    store.create_authorization_request(&dyn_old_req).await.unwrap();
+    // Old and never used, but with a sign-in under way: kept, or the sign-in would break.
+    let mut dyn_busy = dyn_old.clone();
+    dyn_busy.id = ClientId::generate();
+    store.create_client(&dyn_busy).await.unwrap();
+    let mut dyn_busy_req = fixtures::request(&w.resource, &dyn_busy);
+    dyn_busy_req.expires_at = now + 100;
+    store.create_authorization_request(&dyn_busy_req).await.unwrap();
     let mut dyn_used = dyn_old.clone();
     dyn_used.id = ClientId::generate();
     dyn_used.last_used_at = Some(now - 400);
@@ -1514,6 +1518,11 @@ pub async fn purge_removes_only_what_is_expired(store: DynStore) {
     let mut cimd_used = fixtures::cimd_client(&w.resource.id, "https://used.example/client.json");
     (cimd_used.created_at, cimd_used.last_used_at) = (now - 500, Some(now - 400));
     store.upsert_cimd_client(&cimd_used).await.unwrap();
+    // A disabled one stays: deleting it would lift the operator's block.
+    let mut cimd_blocked = fixtures::cimd_client(&w.resource.id, "https://blocked.example/client.json");
+    cimd_blocked.created_at = now - 500;
+    store.upsert_cimd_client(&cimd_blocked).await.unwrap();
+    assert!(store.set_client_disabled(&w.resource.id, &cimd_blocked.id, true, now - 450).await.unwrap());
 
     let stats = store.purge_expired(now, now - 100, now - 200).await.unwrap();
     assert_eq!(
@@ -1534,11 +1543,12 @@ pub async fn purge_removes_only_what_is_expired(store: DynStore) {
     );
     assert!(store.get_client(&w.resource.id, &cimd_old.id).await.unwrap().is_none());
     assert!(store.get_client(&w.resource.id, &cimd_used.id).await.unwrap().is_some());
+    assert!(store.get_client(&w.resource.id, &cimd_blocked.id).await.unwrap().unwrap().disabled);
+    assert!(store.get_client(&w.resource.id, &dyn_busy.id).await.unwrap().is_some());
+    assert!(store.get_authorization_request(&dyn_busy_req.id).await.unwrap().is_some());
 
     assert!(store.get_authorization_request(&old_req.id).await.unwrap().is_none());
     assert!(store.get_authorization_request(&live_req.id).await.unwrap().is_some());
-    // The unused client's pending request went with it (cascade, not counted as expired).
-    assert!(store.get_authorization_request(&dyn_old_req.id).await.unwrap().is_none());
     assert_eq!(store.redeem_code(&old_code.code_hash, now, &|_| Ok(()), None).await.unwrap(), RedeemOutcome::NotFound);
     assert!(matches!(
         store.redeem_code(&live_code.code_hash, now, &|_| Ok(()), None).await.unwrap(),

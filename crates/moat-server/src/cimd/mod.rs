@@ -403,7 +403,16 @@ impl CimdResolver {
     /// in a cached set older than 30 s, the set is fetched again once (the client rotated).
     /// Concurrent fetches of one URL share one fetch, counted as `jwks_fetched` or
     /// `jwks_<reason>`.
-    pub async fn client_jwks(&self, url: &str, kid: Option<&str>) -> Result<Value, CimdFailure> {
+    ///
+    /// `admit` is asked only before a new fetch (not for a cache hit or a fetch under way), so
+    /// the per-address fetch budget covers key sets too: one admitted document must not buy an
+    /// unlimited number of fetches of whatever URL it names.
+    pub async fn client_jwks(
+        &self,
+        url: &str,
+        kid: Option<&str>,
+        admit: impl FnOnce() -> bool,
+    ) -> Result<Value, CimdFailure> {
         if let Some((keys, fetched_at)) = self.inner.cached_jwks(url) {
             let knows_kid = kid.is_none_or(|k| !crate::jwk::candidates(&keys, Some(k)).is_empty());
             if knows_kid || fetched_at.elapsed() < KID_REFETCH_INTERVAL {
@@ -413,8 +422,25 @@ impl CimdResolver {
         }
         let inner = Arc::clone(&self.inner);
         let owned = url.to_owned();
-        let outcome = self.inner.jwks_flights.run(url, move || async move { inner.fetch_jwks(&owned).await });
-        outcome.await.unwrap_or(Err(CimdFailure::Interrupted)).map(|keys| Value::clone(&keys))
+        let flight = self.inner.jwks_flights.run_with(
+            url,
+            None,
+            admit,
+            move || async move { inner.fetch_jwks(&owned).await },
+            |_, _: Vec<()>| async {},
+        );
+        match flight.await {
+            Ok(outcome) => outcome.unwrap_or(Err(CimdFailure::Interrupted)).map(|keys| Value::clone(&keys)),
+            Err(NotAdmitted) => {
+                self.inner.metrics.cimd("jwks_rate_limited");
+                tracing::info!(
+                    url,
+                    reason = "rate_limited",
+                    "client key set not fetched: too many fetches from this address"
+                );
+                Err(CimdFailure::RateLimited)
+            }
+        }
     }
 }
 

@@ -11,6 +11,7 @@ use moat_core::{OAuthError, OAuthErrorCode};
 
 use super::assertion::{self, Assertion, JWT_BEARER_ASSERTION};
 use super::clients::LookupError;
+use crate::cimd::CimdFailure;
 use crate::crypto::{ct_eq, sha256_hex};
 use crate::http::{OAuthJsonError, Params};
 use crate::state::{AppState, now};
@@ -137,9 +138,17 @@ pub async fn authenticate(
         }
         (AuthMethod::PrivateKeyJwt, None, Some(assertion)) => {
             let kid = assertion.kid();
-            let keys = super::clients::client_keys(state, &client, kid.as_deref())
-                .await
-                .map_err(|e| fail(&format!("the client's keys could not be loaded: {e}")))?;
+            let keys = match super::clients::client_keys(state, &client, kid.as_deref(), ip).await {
+                Ok(keys) => keys,
+                Err(CimdFailure::RateLimited) => {
+                    return Err(OAuthJsonError::new(OAuthError::new(
+                        OAuthErrorCode::TemporarilyUnavailable,
+                        "the client's key set could not be fetched right now: too many fetches from this address",
+                    ))
+                    .with_status(StatusCode::TOO_MANY_REQUESTS));
+                }
+                Err(e) => return Err(fail(&format!("the client's keys could not be loaded: {e}"))),
+            };
             assertion::verify(state, &client, assertion, &keys, &state.issuer(&resource.id)).await?;
             Ok(client)
         }

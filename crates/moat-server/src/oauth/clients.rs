@@ -139,12 +139,22 @@ pub fn client_from_document(resource: &Resource, doc: &CimdClient) -> Client {
 
 /// The public keys a `private_key_jwt` client authenticates with: its inline `jwks`, or the
 /// set at its `jwks_uri` (fetched through the SSRF-safe fetcher).
-pub async fn client_keys(state: &AppState, client: &Client, kid: Option<&str>) -> Result<Value, CimdFailure> {
+pub async fn client_keys(
+    state: &AppState,
+    client: &Client,
+    kid: Option<&str>,
+    ip: Option<&str>,
+) -> Result<Value, CimdFailure> {
     if let Some(jwks) = client.metadata.get("jwks").filter(|v| v.is_object()) {
         return Ok(jwks.clone());
     }
+    // A new fetch of the key set is charged to the same per-address budget as documents.
+    let admit = || match ip {
+        Some(ip) => state.cimd_fetches_by_ip.try_acquire(&fetch_limit_key(ip), now()),
+        None => true,
+    };
     match client.metadata.get("jwks_uri").and_then(Value::as_str) {
-        Some(uri) => state.cimd.client_jwks(uri, kid).await,
+        Some(uri) => state.cimd.client_jwks(uri, kid, admit).await,
         None => Ok(json!({ "keys": [] })),
     }
 }

@@ -239,7 +239,7 @@ async fn key_sets_are_checked_counted_and_coalesced() {
     let docs = Docs::start().await;
     let (resolver, metrics) = docs.resolver(CacheLimits::default());
     let url = docs.url("/jwks.json");
-    let lookups: Vec<_> = (0..10).map(|_| resolver.client_jwks(&url, Some("k1"))).collect();
+    let lookups: Vec<_> = (0..10).map(|_| resolver.client_jwks(&url, Some("k1"), || true)).collect();
     for keys in futures::future::join_all(lookups).await {
         assert_eq!(keys.unwrap()["keys"][0]["kid"], "k1");
     }
@@ -248,8 +248,8 @@ async fn key_sets_are_checked_counted_and_coalesced() {
     assert_eq!(count(&metrics.render(), "jwks_fetched"), 1);
     // Cached (re-parsed from its bytes); an unknown kid within 30 s of the fetch does not
     // force another fetch.
-    assert_eq!(resolver.client_jwks(&url, Some("k1")).await.unwrap()["keys"][0]["kid"], "k1");
-    assert!(resolver.client_jwks(&url, Some("made-up")).await.is_ok());
+    assert_eq!(resolver.client_jwks(&url, Some("k1"), || true).await.unwrap()["keys"][0]["kid"], "k1");
+    assert!(resolver.client_jwks(&url, Some("made-up"), || true).await.is_ok());
     assert_eq!(docs.hits.of("/jwks.json"), 1);
     assert_eq!(count(&metrics.render(), "jwks_cache_hit"), 2);
     let usage = resolver.cache_usage();
@@ -258,14 +258,14 @@ async fn key_sets_are_checked_counted_and_coalesced() {
 
     // Sets that are not bounded lists of key objects are refused, counted, never cached.
     for path in ["/jwks-too-many.json", "/jwks-zeros.json"] {
-        let err = resolver.client_jwks(&docs.url(path), None).await.unwrap_err();
+        let err = resolver.client_jwks(&docs.url(path), None, || true).await.unwrap_err();
         assert_eq!(err, CimdFailure::KeySet(CimdError::TooManyKeys), "{path}");
     }
     for path in ["/jwks-scalars.json", "/jwks-array.json"] {
-        let err = resolver.client_jwks(&docs.url(path), None).await.unwrap_err();
+        let err = resolver.client_jwks(&docs.url(path), None, || true).await.unwrap_err();
         assert!(matches!(err, CimdFailure::KeySet(CimdError::KeySet(_))), "{path}: {err:?}");
     }
-    let err = resolver.client_jwks(&docs.url("/jwks-missing.json"), None).await.unwrap_err();
+    let err = resolver.client_jwks(&docs.url("/jwks-missing.json"), None, || true).await.unwrap_err();
     assert_eq!(err, CimdFailure::Fetch(FetchError::Status(404)));
     let rendered = metrics.render();
     assert_eq!(count(&rendered, "jwks_invalid_key_set"), 4, "{rendered}");

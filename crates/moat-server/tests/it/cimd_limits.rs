@@ -39,6 +39,16 @@ async fn serve(State(hits): State<Hits>, uri: Uri, headers: HeaderMap) -> Respon
         }
         // Valid (well within the fetch timeout), but only after the impatient clients below
         // have given up.
+        // A `private_key_jwt` client whose key set cannot be fetched (so it is never cached).
+        "/pkjwt.json" => {
+            let doc = json!({
+                "client_id": id, "client_name": "Key Client", "redirect_uris": [CALLBACK],
+                "token_endpoint_auth_method": "private_key_jwt",
+                "jwks_uri": format!("https://{host}/keys-missing.json"),
+            });
+            ([(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "max-age=300")], doc.to_string())
+                .into_response()
+        }
         "/late.json" => {
             tokio::time::sleep(Duration::from_millis(700)).await;
             document(&id, "no-store")
@@ -285,4 +295,53 @@ async fn the_token_endpoint_shares_the_fetch_budget() {
     assert_eq!(statuses[2], (429, "temporarily_unavailable".to_owned()), "{statuses:?}");
     assert_eq!(statuses[3], (429, "temporarily_unavailable".to_owned()), "{statuses:?}");
     assert_eq!(s.hits.total(), 2, "nothing fetched past the limit");
+}
+
+/// A key set named by an admitted document is charged to the same budget: junk assertions
+/// cannot make Moat fetch a `jwks_uri` without limit.
+#[tokio::test]
+async fn key_set_fetches_share_the_fetch_budget() {
+    use base64::Engine as _;
+    let s = Setup::start(&[
+        ("MOAT_CIMD_FETCH_RATE_LIMIT_PER_MINUTE", "3"),
+        ("MOAT_TRUSTED_PROXY_HEADER", "x-forwarded-for"),
+    ])
+    .await;
+    let client_id = s.url("/pkjwt.json");
+    let token_url = format!("{}/oauth/token", s.app.issuer(&s.resource));
+    let b64 = |v: serde_json::Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    let mut statuses = Vec::new();
+    for i in 0..4 {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let assertion = format!(
+            "{}.{}.AAAA",
+            b64(json!({"alg": "ES256", "kid": "k1"})),
+            b64(json!({"iss": client_id, "sub": client_id, "aud": token_url, "exp": now + 60, "jti": format!("j{i}")}))
+        );
+        let resp = s
+            .app
+            .http()
+            .post(&token_url)
+            .header("x-forwarded-for", "192.0.2.44")
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
+                ("client_assertion", &assertion),
+                ("client_id", &client_id),
+            ])
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let body: serde_json::Value = resp.json().await.unwrap();
+        statuses.push((status, body["error"].as_str().unwrap_or_default().to_owned()));
+    }
+    // Budget 3: the document, then two key-set fetches (both fail: refused as invalid_client);
+    // after that no more fetches.
+    assert_eq!(statuses[0], (401, "invalid_client".to_owned()), "{statuses:?}");
+    assert_eq!(statuses[1], (401, "invalid_client".to_owned()), "{statuses:?}");
+    assert_eq!(statuses[2], (429, "temporarily_unavailable".to_owned()), "{statuses:?}");
+    assert_eq!(statuses[3], (429, "temporarily_unavailable".to_owned()), "{statuses:?}");
+    assert_eq!(s.hits.of("/pkjwt.json"), 1);
+    assert_eq!(s.hits.of("/keys-missing.json"), 2);
 }

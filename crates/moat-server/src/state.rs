@@ -45,8 +45,8 @@ pub struct Inner {
     pub login_by_account: WindowLimiter,
     pub login_by_ip: WindowLimiter,
     pub registrations_by_ip: WindowLimiter,
-    /// Metadata-document fetches caused per source address at the authorization endpoint
-    /// (cache misses only), `cimd_fetch_rate_limit_per_minute` per minute.
+    /// Metadata-document and key-set fetches caused per source address (cache misses only),
+    /// `cimd_fetch_rate_limit_per_minute` per minute.
     pub cimd_fetches_by_ip: WindowLimiter,
     pub resources: ResourceCache,
     /// Client ID Metadata Document resolution and the SSRF-safe fetcher.

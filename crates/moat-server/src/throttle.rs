@@ -13,7 +13,20 @@
 //! [`WindowLimiter::release`] or [`WindowLimiter::reset`].
 
 use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Mutex;
+
+/// The key a source address is limited under: an IPv6 address by its /64, because a single
+/// subscriber is normally given a whole /64 and could otherwise take a fresh address (and a
+/// fresh budget, or a fresh slot of a limiter's key table) for every request. IPv4 (also
+/// IPv4-mapped IPv6) by address. Anything else as given.
+pub fn address_key(ip: &str) -> String {
+    match ip.parse::<IpAddr>().map(|a| a.to_canonical()) {
+        Ok(IpAddr::V6(v6)) => format!("{}/64", Ipv6Addr::from(u128::from(v6) & (u128::MAX << 64))),
+        Ok(IpAddr::V4(v4)) => v4.to_string(),
+        Err(_) => ip.to_owned(),
+    }
+}
 
 /// Keys tracked per limiter in production; bounds memory at a few MiB per limiter.
 const MAX_KEYS: usize = 100_000;
@@ -98,6 +111,16 @@ impl WindowLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn address_keys() {
+        assert_eq!(address_key("198.51.100.7"), "198.51.100.7");
+        assert_eq!(address_key("::ffff:198.51.100.7"), "198.51.100.7", "IPv4-mapped counts as the IPv4 address");
+        assert_eq!(address_key("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::/64");
+        assert_eq!(address_key("2001:db8:1:2:bbbb::9"), address_key("2001:db8:1:2::1"), "one /64, one budget");
+        assert_ne!(address_key("2001:db8:1:3::1"), address_key("2001:db8:1:2::1"));
+        assert_eq!(address_key("unknown"), "unknown");
+    }
 
     #[test]
     fn window_budget() {

@@ -157,13 +157,6 @@ pub fn see_other(location: &str) -> Response {
     resp
 }
 
-/// A `302 Found` redirect (the authorization response, RFC 6749 §4.1.2).
-pub fn found(location: &str) -> Response {
-    let mut resp = see_other(location);
-    *resp.status_mut() = StatusCode::FOUND;
-    resp
-}
-
 /// Builds a `Set-Cookie` value. `secure` adds `Secure`; the caller picks a `__Host-` name only
 /// together with `secure` (browsers reject `__Host-` cookies without it).
 pub fn set_cookie(name: &str, value: &str, max_age: Option<i64>, secure: bool) -> HeaderValue {

@@ -4,10 +4,9 @@
 //! and disable it).
 //!
 //! Fetching a document is the one thing an unauthenticated request can make Moat do for any
-//! URL it names, so fetches (cache misses, not hits) are limited per source address when the
-//! caller knows the address (the authorization endpoint).
+//! URL it names, so fetches (cache misses, not hits) are limited per source address (at the
+//! authorization, token, revocation and introspection endpoints; key sets included).
 
-use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
 
 use moat_core::cimd::{CimdClient, client_id_host, host_allowed, is_client_id_url};
@@ -49,9 +48,8 @@ pub struct Found {
 }
 
 /// Looks up `id` at `resource`. `ip` is recorded in audit events about documents and, when
-/// given, limits how many documents this address can make Moat fetch
-/// (`cimd_fetch_rate_limit_per_minute`); without it (the token, revocation and introspection
-/// endpoints do not pass one) fetches are not limited.
+/// known, limits how many documents this address can make Moat fetch
+/// (`cimd_fetch_rate_limit_per_minute`); a request whose address is unknown is not limited.
 pub async fn lookup(
     state: &AppState,
     resource: &Resource,
@@ -78,7 +76,7 @@ pub async fn lookup(
     // Asked by the resolver only when this lookup would start a fetch, so cache hits (and
     // lookups joining a fetch already under way) spend nothing.
     let admit = || match ip {
-        Some(ip) => state.cimd_fetches_by_ip.try_acquire(&fetch_limit_key(ip), now()),
+        Some(ip) => state.cimd_fetches_by_ip.try_acquire(&crate::throttle::address_key(ip), now()),
         None => true,
     };
     // The resolver audits the outcome for `requester` (a fetch's outcome from the fetch's own
@@ -101,17 +99,6 @@ pub async fn lookup(
         return Err(LookupError::Disabled);
     }
     Ok(Found { client: stored, document: Some(doc) })
-}
-
-/// The key a source address's document fetches are counted under: an IPv6 address by its /64,
-/// because a single subscriber is normally given a whole /64 and could otherwise take a fresh
-/// address (and a fresh budget) for every request. IPv4 (also IPv4-mapped IPv6) by address.
-fn fetch_limit_key(ip: &str) -> String {
-    match ip.parse::<IpAddr>().map(|a| a.to_canonical()) {
-        Ok(IpAddr::V6(v6)) => format!("{}/64", Ipv6Addr::from(u128::from(v6) & (u128::MAX << 64))),
-        Ok(IpAddr::V4(v4)) => v4.to_string(),
-        Err(_) => ip.to_owned(),
-    }
 }
 
 /// The client row a validated document describes.
@@ -150,26 +137,11 @@ pub async fn client_keys(
     }
     // A new fetch of the key set is charged to the same per-address budget as documents.
     let admit = || match ip {
-        Some(ip) => state.cimd_fetches_by_ip.try_acquire(&fetch_limit_key(ip), now()),
+        Some(ip) => state.cimd_fetches_by_ip.try_acquire(&crate::throttle::address_key(ip), now()),
         None => true,
     };
     match client.metadata.get("jwks_uri").and_then(Value::as_str) {
         Some(uri) => state.cimd.client_jwks(uri, kid, admit).await,
         None => Ok(json!({ "keys": [] })),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::fetch_limit_key;
-
-    #[test]
-    fn fetch_limit_keys() {
-        assert_eq!(fetch_limit_key("198.51.100.7"), "198.51.100.7");
-        assert_eq!(fetch_limit_key("::ffff:198.51.100.7"), "198.51.100.7", "IPv4-mapped counts as the IPv4 address");
-        assert_eq!(fetch_limit_key("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::/64");
-        assert_eq!(fetch_limit_key("2001:db8:1:2:bbbb::9"), fetch_limit_key("2001:db8:1:2::1"), "one /64, one budget");
-        assert_ne!(fetch_limit_key("2001:db8:1:3::1"), fetch_limit_key("2001:db8:1:2::1"));
-        assert_eq!(fetch_limit_key("unknown"), "unknown");
     }
 }

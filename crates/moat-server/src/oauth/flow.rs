@@ -15,7 +15,7 @@ use moat_core::{OAuthError, scope};
 use serde_json::json;
 
 use crate::crypto::sha256_hex;
-use crate::http::{cookie, found, see_other};
+use crate::http::{cookie, see_other};
 use crate::pages;
 use crate::state::{AppState, now};
 
@@ -135,7 +135,7 @@ pub fn error_response(
 ) -> Response {
     let location = error_location(redirect_uri, err, state_param, issuer);
     if redirect_trusted(client) {
-        found(&location)
+        see_other(&location)
     } else {
         pages::untrusted_error_page(state, &client.name, err, &location)
     }

@@ -44,7 +44,7 @@ async fn handle(
         .with_status(StatusCode::NOT_FOUND));
     }
     let now = now();
-    let ip_key = ip.map(|i| i.to_string()).unwrap_or_else(|| "unknown".into());
+    let ip_key = ip.map(|i| crate::throttle::address_key(&i.to_string())).unwrap_or_else(|| "unknown".into());
     if !state.registrations_by_ip.try_acquire(&format!("{}|{ip_key}", resource.id), now) {
         let mut resp = OAuthJsonError::new(OAuthError::new(
             moat_core::OAuthErrorCode::TemporarilyUnavailable,

@@ -3,8 +3,9 @@
 //! Revoking a refresh token revokes its whole family (and, through the `jti` prefix, the access
 //! tokens it produced as far as introspection is concerned). Revoking an access token puts its
 //! `jti` on the revocation list until it would have expired. Public clients may revoke their own
-//! tokens by `client_id`. Unknown and invalid tokens get `200` with nothing done (RFC 7009
-//! §2.2); a valid token issued to another client is refused with `400 unauthorized_client`
+//! tokens by `client_id`. Unknown and invalid (expired, revoked, rotated) tokens get `200` with
+//! nothing done (RFC 7009 §2.2); a live token issued to another client is refused with
+//! `400 unauthorized_client`
 //! (RFC 7009 §2.1: the server verifies the token was issued to the requesting client and informs
 //! it when not). That tells the caller only what holding the token already tells it.
 
@@ -59,10 +60,28 @@ async fn handle(state: &AppState, resource_id: &str, request: Request) -> Result
                 state.audit.record(ev).await;
             }
         }
-        Found::Refresh(..) | Found::Access(_) => {
+        // Another client's token: refused only while it is live; an expired, revoked or rotated
+        // one is an invalid token, which gets 200 like any other (RFC 7009 §2.2).
+        Found::Refresh(token, family)
+            if family.revoked_at.is_none()
+                && now < family.expires_at
+                && token.rotated_at.is_none()
+                && now < token.expires_at =>
+        {
             return Err(OAuthError::unauthorized_client("the token was not issued to this client").into());
         }
-        _ => {}
+        Found::Access(claims) if claims.get("exp").and_then(Value::as_i64).is_some_and(|exp| now < exp) => {
+            let jti = claims.get("jti").and_then(Value::as_str).unwrap_or_default();
+            let revoked = state
+                .store
+                .is_access_token_revoked(jti)
+                .await
+                .map_err(|e| OAuthJsonError::internal("revocation list", e))?;
+            if !revoked {
+                return Err(OAuthError::unauthorized_client("the token was not issued to this client").into());
+            }
+        }
+        Found::Refresh(..) | Found::Access(_) | Found::Unknown => {}
     }
     Ok(no_store_json(json!({})))
 }

@@ -85,7 +85,7 @@ pub async fn submit(State(state): State<AppState>, request: Request) -> Response
     let password = form.get("password").unwrap_or_default().to_owned();
     let now = now();
     let account_key = format!("acct|{email}");
-    let ip_key = format!("ip|{}", ip.as_deref().unwrap_or("unknown"));
+    let ip_key = format!("ip|{}", crate::throttle::address_key(ip.as_deref().unwrap_or("unknown")));
     let shown_email = if email.len() <= 320 { email.as_str() } else { "" };
 
     // Every attempt reserves its place in both budgets before the password is verified, each

@@ -59,7 +59,7 @@ async fn expect_redirect_error(
     state: Option<&str>,
 ) {
     let resp = app.http().get(url).send().await.unwrap();
-    assert_eq!(resp.status(), 302, "{url}");
+    assert_eq!(resp.status(), 303, "{url}");
     assert_eq!(resp.headers()["cache-control"], "no-store");
     let loc = resp.headers()["location"].to_str().unwrap().to_owned();
     expect_error_redirect(&loc, redirect, error, state, &app.issuer(r));
@@ -103,7 +103,7 @@ async fn pkce_is_mandatory_and_s256_only() {
     for (name, pairs) in cases {
         let url = url_of(&app, &r, &pairs);
         let resp = app.http().get(&url).send().await.unwrap();
-        assert_eq!(resp.status(), 302, "{name}");
+        assert_eq!(resp.status(), 303, "{name}");
         let loc = resp.headers()["location"].to_str().unwrap().to_owned();
         let q = expect_error_redirect(&loc, CB, "invalid_request", Some("st-123"), &app.issuer(&r));
         assert!(!q["error_description"].is_empty(), "{name}");

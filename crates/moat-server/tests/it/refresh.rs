@@ -340,6 +340,9 @@ async fn revocation_and_introspection_are_scoped_to_the_client_and_resource() {
     // The owner revokes the access token: inactive, while the refresh token lives on.
     let (status, _) = app.post_form(&revoke, &[("token", &at), ("client_id", c.id.as_str())], None).await;
     assert_eq!(status, 200);
+    // Now an invalid token: another client's attempt gets 200 like any invalid token (§2.2).
+    let (status, body) = app.post_form(&revoke, &[("token", &at), ("client_id", other.id.as_str())], None).await;
+    assert_eq!(status, 200, "{body}");
     let (_, body) = app.post_form(&introspect, &[("token", &at)], Some((rs.id.as_str(), &rs_secret))).await;
     assert_eq!(body, json!({"active": false}));
     let (status, body) = app.refresh(&r, c.id.as_str(), &rt, &[]).await;

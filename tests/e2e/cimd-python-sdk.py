@@ -10,7 +10,6 @@ stdout for the suite's shared checks (document fetches, metrics, introspection, 
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import os
 import sys
@@ -20,7 +19,10 @@ import httpx2
 from mcp.client.auth import OAuthClientProvider
 from mcp.client.client import Client
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
+from mcp.shared.auth import AuthorizationCodeResult, OAuthClientMetadata
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+from sdk_support import CallbackServer, MemoryStorage, browse, claims_of  # noqa: E402
 
 STACK = json.loads(os.environ["MOAT_E2E_STACK"])
 DOC_URL = os.environ["MOAT_E2E_CIMD_URL"]
@@ -34,72 +36,8 @@ def log(msg: str) -> None:
     print(f"[cimd python-sdk] {msg}", file=sys.stderr, flush=True)
 
 
-def claims_of(token: str) -> dict:
-    payload = token.split(".")[1]
-    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-
-
-class MemoryStorage:
-    """The SDK's TokenStorage, in memory."""
-
-    def __init__(self) -> None:
-        self.tokens: OAuthToken | None = None
-        self.client_info: OAuthClientInformationFull | None = None
-        self.saved_client_infos: list[OAuthClientInformationFull] = []
-
-    async def get_tokens(self) -> OAuthToken | None:
-        return self.tokens
-
-    async def set_tokens(self, tokens: OAuthToken) -> None:
-        self.tokens = tokens
-
-    async def get_client_info(self) -> OAuthClientInformationFull | None:
-        return self.client_info
-
-    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
-        self.client_info = client_info
-        self.saved_client_infos.append(client_info)
-
-
-class Callbacks:
-    """A loopback server receiving the authorization redirect(s)."""
-
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[str] = asyncio.Queue()
-        self.server: asyncio.base_events.Server | None = None
-        self.port = 0
-
-    async def start(self) -> None:
-        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-
-    @property
-    def redirect_uri(self) -> str:
-        return f"http://127.0.0.1:{self.port}/callback"
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        request_line = (await reader.readline()).decode("latin-1")
-        while (await reader.readline()) not in (b"\r\n", b"\n", b""):
-            pass
-        target = request_line.split(" ")[1] if " " in request_line else "/"
-        found = urlparse(target).path == "/callback"
-        body = b"Authorization received; you can close this page." if found else b"not found"
-        status = b"200 OK" if found else b"404 Not Found"
-        writer.write(b"HTTP/1.1 " + status + b"\r\nContent-Type: text/plain\r\nContent-Length: "
-                     + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
-        await writer.drain()
-        writer.close()
-        if found:
-            await self.queue.put(f"http://127.0.0.1:{self.port}{target}")
-
-    async def close(self) -> None:
-        if self.server:
-            self.server.close()
-            await self.server.wait_closed()
-
-
 async def main() -> int:
-    callbacks = Callbacks()
+    callbacks = CallbackServer()
     await callbacks.start()
     storage = MemoryStorage()
     authorization_urls: list[str] = []
@@ -108,20 +46,10 @@ async def main() -> int:
 
     async def open_browser(url: str) -> None:
         authorization_urls.append(url)
-        proc = await asyncio.create_subprocess_exec(
-            STACK["node"], STACK["browser_helper"], "--url", url, "--email", STACK["email"], "--password", STACK["password"],
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await asyncio.wait_for(proc.communicate(), timeout=90)
-        if proc.returncode != 0:
-            raise AssertionError(f"browser helper failed ({proc.returncode}):\n{err.decode()}")
-        browser_results.append(json.loads(out.decode().strip().splitlines()[-1]))
+        browser_results.append(await browse(STACK, url))
 
     async def wait_for_callback() -> AuthorizationCodeResult:
-        url = await asyncio.wait_for(callbacks.queue.get(), timeout=30)
-        q = parse_qs(urlparse(url).query)
-        assert "error" not in q, f"authorization error at the callback: {url}"
-        return AuthorizationCodeResult(code=q["code"][0], state=q.get("state", [None])[0], iss=q.get("iss", [None])[0])
+        return await callbacks.next_code()
 
     async def record(response: httpx2.Response) -> None:
         request = response.request
